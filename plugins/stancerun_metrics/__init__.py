@@ -1,0 +1,115 @@
+"""Built-in metrics, computed with scikit-learn (imported on first use, not at start-up).
+
+Each factory takes the options of its [[metrics]] table and returns ``compute(pred)`` ->
+``dict[str, float]``. Key names: ``accuracy``, ``f1_macro``, ``precision_weighted``,
+``recall_<label>`` (per class), ``f1_favor_against``, ``mse``, ``mae``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import stancerun
+
+Average = Literal["macro", "weighted", "per_class"]
+
+#: Label names that mean "no stance" (left out of f1_favor_against).
+NO_STANCE_NAMES = ("none", "neutral", "no_stance", "nostance", "neither")
+
+
+def _label_ids(pred) -> list[int]:
+    return list(range(pred.logits.shape[-1]))
+
+
+def _names(pred) -> list[str]:
+    ids = _label_ids(pred)
+    return pred.label_names if len(pred.label_names) == len(ids) else [str(i) for i in ids]
+
+
+def accuracy():
+    """Share of examples whose predicted class is the true class."""
+
+    def compute(pred):
+        from sklearn.metrics import accuracy_score
+
+        return {"accuracy": float(accuracy_score(pred.labels, pred.predictions))}
+
+    return compute
+
+
+def _averaged(metric: str, average: Average):
+    def compute(pred):
+        from sklearn import metrics as skm
+
+        score = getattr(skm, f"{metric}_score")
+        labels = _label_ids(pred)
+        if average == "per_class":
+            values = score(pred.labels, pred.predictions, labels=labels, average=None, zero_division=0)
+            return {f"{metric}_{name}": float(v) for name, v in zip(_names(pred), values)}
+        value = score(pred.labels, pred.predictions, labels=labels, average=average, zero_division=0)
+        return {f"{metric}_{average}": float(value)}
+
+    return compute
+
+
+def f1(*, average: Average = "macro"):
+    """F1 over all classes (macro or support-weighted mean), or one F1 per class."""
+    return _averaged("f1", average)
+
+
+def precision(*, average: Average = "macro"):
+    """Precision, averaged like ``f1``; a class never predicted scores 0."""
+    return _averaged("precision", average)
+
+
+def recall(*, average: Average = "macro"):
+    """Recall, averaged like ``f1``."""
+    return _averaged("recall", average)
+
+
+def f1_favor_against(*, no_stance: str | None = None):
+    """SemEval-2016 Task 6's official score: the mean F1 of the stance classes, the
+    no-stance class left out. ``no_stance`` names that class; by default the label called
+    none/neutral/no_stance."""
+
+    def compute(pred):
+        from sklearn.metrics import f1_score
+
+        names = _names(pred)
+        skip = no_stance if no_stance is not None else next((n for n in names if n.lower() in NO_STANCE_NAMES), None)
+        if skip is not None and skip not in names:
+            raise ValueError(f"f1_favor_against: no_stance label {skip!r} is not one of {names}")
+        stance = [i for i, n in enumerate(names) if n != skip]
+        value = f1_score(pred.labels, pred.predictions, labels=stance, average="macro", zero_division=0)
+        return {"f1_favor_against": float(value)}
+
+    return compute
+
+
+def mse():
+    """Mean squared error between predicted and true label ids (ordinal labels), or between
+    the scores and targets of a one-output regression head."""
+
+    def compute(pred):
+        from sklearn.metrics import mean_squared_error
+
+        return {"mse": float(mean_squared_error(pred.labels, pred.predictions))}
+
+    return compute
+
+
+def mae():
+    """Mean absolute error, like ``mse``."""
+
+    def compute(pred):
+        from sklearn.metrics import mean_absolute_error
+
+        return {"mae": float(mean_absolute_error(pred.labels, pred.predictions))}
+
+    return compute
+
+
+@stancerun.hookimpl
+def stancerun_register_metrics(register):
+    for factory in (accuracy, f1, precision, recall, f1_favor_against, mse, mae):
+        register(factory.__name__, factory)

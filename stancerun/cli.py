@@ -1,0 +1,85 @@
+"""The command line: argument parsing and error -> exit-code translation, nothing else.
+
+Exit codes: 0 success, 1 the run failed, 2 the experiment or command line is wrong, 130
+interrupted. Heavy modules are imported inside each command, so ``--help``, ``validate``
+and ``plugins`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = ("run", "validate", "plugins")
+
+
+def _add_experiment(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="the experiment TOML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key with a TOML value, e.g. --set training.learning_rate=1e-4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stancerun",
+        description="Fine-tune pretrained encoders into text classifiers from a TOML experiment file.",
+        epilog="`stancerun EXPERIMENT.toml` is short for `stancerun run EXPERIMENT.toml`.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train, evaluate and save an experiment")
+    _add_experiment(run)
+    run.add_argument("--output-dir", help="where the run directory goes (default: the experiment's output_dir)")
+    run.add_argument("--dry-run", action="store_true", help="resolve, load data and model, print the plan; train nothing")
+
+    validate = sub.add_parser("validate", help="resolve and check an experiment; print it as TOML (never imports torch)")
+    _add_experiment(validate)
+
+    sub.add_parser("plugins", help="list every plugin, its distribution and version, and what it registers")
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The bare form `stancerun EXPERIMENT.toml` means `stancerun run EXPERIMENT.toml`.
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS:
+        argv.insert(argv.index(first), "run")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from stancerun import commands
+
+    try:
+        return getattr(commands, args.command)(args) or 0
+    except KeyboardInterrupt:
+        _print_error("interrupted")
+        return 130
+    except Exception as error:  # the one place errors become messages and exit codes
+        from stancerun.errors import StancerunError
+
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(error, StancerunError):
+            _print_error(str(error))
+            return error.exit_code
+        _print_error(f"{type(error).__name__}: {error}" + ("" if args.debug else "\n(run with --debug for the traceback)"))
+        return 1
+
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

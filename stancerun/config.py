@@ -1,0 +1,332 @@
+"""Experiment files: TOML -> a resolved, validated :class:`Experiment`.
+
+Resolution: read the file and its ``extends`` chain (deep merge, this file wins), apply
+``--set`` overrides, then validate everything at once against the fixed schema
+(:mod:`stancerun.schema`) and the signatures of the factories each ``use`` names. Every
+problem is collected with the file and key path that caused it; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stancerun import tomlio
+from stancerun.errors import ConfigError, Problem, did_you_mean
+from stancerun.options import Invalid, check, describe, to_plain
+from stancerun.registry import NOUNS, Registry
+from stancerun.schema import COMPONENT_SECTIONS, TopLevel, TrainingConfig
+
+SET_ORIGIN = "--set"
+KeyPath = tuple  # of str (table keys) and int (list positions)
+
+
+def show_key(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def show_file(path: str | Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    if str(path) == SET_ORIGIN:
+        return SET_ORIGIN
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+class Origins:
+    """Which file wrote each key, so a problem can name the file that caused it."""
+
+    def __init__(self, mapping: dict[KeyPath, str] | None = None):
+        self.mapping = dict(mapping or {})
+
+    @classmethod
+    def of(cls, data, origin: str, prefix: KeyPath = ()) -> "Origins":
+        found = cls({prefix: origin} if prefix else {})
+        if isinstance(data, dict):
+            for key, value in data.items():
+                found.mapping.update(cls.of(value, origin, prefix + (key,)).mapping)
+        elif isinstance(data, list):
+            for i, value in enumerate(data):
+                found.mapping.update(cls.of(value, origin, prefix + (i,)).mapping)
+        return found
+
+    def drop(self, prefix: KeyPath) -> None:
+        for key in [k for k in self.mapping if k[: len(prefix)] == prefix]:
+            del self.mapping[key]
+
+    def file(self, path: KeyPath, default: str) -> str:
+        for end in range(len(path), 0, -1):
+            if path[:end] in self.mapping:
+                return self.mapping[path[:end]]
+        return default
+
+
+def merge(base: dict, over: dict, origins: Origins, over_origins: Origins, prefix: KeyPath = ()) -> dict:
+    """Deep-merge ``over`` into a copy of ``base``: tables merge key by key, anything else
+    (lists included) is replaced. A component table whose ``use`` changes is replaced whole:
+    the old component's options mean nothing to the new one."""
+    result = copy.deepcopy(base)
+    for key, value in over.items():
+        path = prefix + (key,)
+        old = result.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and old.get("use", value.get("use")) == value.get("use", old.get("use")):
+            result[key] = merge(old, value, origins, over_origins, path)
+        else:
+            origins.drop(path)
+            result[key] = copy.deepcopy(value)
+    if not prefix:
+        origins.mapping.update(over_origins.mapping)
+    return result
+
+
+def read_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
+    """One experiment file with its ``extends`` chain merged in."""
+    shown = show_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        where = f" (extended by {show_file(chain[-1])})" if chain else ""
+        raise ConfigError([Problem(shown, "", f"experiment file not found{where}")], shown) from None
+    except OSError as error:
+        raise ConfigError([Problem(shown, "", f"cannot read: {error.strerror}")], shown) from None
+    try:
+        data = tomlio.loads(text)
+    except tomlio.TOMLDecodeError as error:
+        raise ConfigError([Problem(shown, "", f"not valid TOML: {error}")], shown) from None
+    origins = Origins.of(data, str(path))
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, origins
+    if not isinstance(parent, str):
+        raise ConfigError([Problem(shown, "extends", f"expected a path to another experiment file, got {parent!r}")], shown)
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in chain + (path,):
+        cycle = " -> ".join(show_file(p) for p in chain + (path, parent_path))
+        raise ConfigError([Problem(shown, "extends", f"extends cycle: {cycle}")], shown)
+    base, base_origins = read_file(parent_path, chain + (path,))
+    return merge(base, data, base_origins, origins), base_origins
+
+
+def apply_overrides(data: dict, origins: Origins, overrides: list[str]) -> tuple[dict, list[Problem]]:
+    """``--set dotted.key=TOML value``; a value that is not TOML is taken as a plain string
+    (so ``--set model.name=distilbert-base-uncased`` works unquoted)."""
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(Problem(SET_ORIGIN, item, "expected KEY=VALUE, e.g. training.learning_rate=1e-4"))
+            continue
+        try:
+            value = tomlio.parse_value(raw)
+        except tomlio.TOMLDecodeError:
+            value = raw
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        nested = value
+        for part in reversed(path):
+            if isinstance(part, int):
+                nested = None
+                break
+            nested = {part: nested}
+        if nested is not None:
+            data = merge(data, nested, origins, Origins.of(nested, SET_ORIGIN))
+            continue
+        # A list position (metrics.0.use): walk to it and set in place.
+        target = data
+        try:
+            for part in path[:-1]:
+                target = target[part]
+            target[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            problems.append(Problem(SET_ORIGIN, key, "no such key or list position to set"))
+            continue
+        origins.drop(path)
+        origins.mapping[path] = SET_ORIGIN
+    return data, problems
+
+
+def options_schema(target) -> tuple[dict[str, tuple[Any, Any]], bool]:
+    """name -> (annotation, default or inspect.Parameter.empty) for a dataclass or a factory,
+    and whether it takes arbitrary extra options (``**kwargs``)."""
+    if dataclasses.is_dataclass(target):
+        hints = typing.get_type_hints(target, include_extras=True)
+        schema = {}
+        for f in dataclasses.fields(target):
+            has_default = f.default is not dataclasses.MISSING
+            schema[f.name] = (hints[f.name], f.default if has_default else inspect.Parameter.empty)
+        return schema, False
+    signature = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # an annotation that cannot be resolved: check nothing for it
+        hints = {}
+    schema, extra = {}, False
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            extra = True
+        elif param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD):
+            schema[param.name] = (hints.get(param.name, Any), param.default)
+    return schema, extra
+
+
+class Validator:
+    """Collects every problem of one experiment instead of stopping at the first."""
+
+    def __init__(self, origins: Origins, source: Path):
+        self.origins = origins
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def add(self, path: KeyPath, message: str, hint: str | None = None, suffix: str = "") -> None:
+        """Record a problem at ``path`` (``suffix``: a key path inside the value, like "[1]")."""
+        origin = show_file(self.origins.file(path, str(self.source)))
+        self.problems.append(Problem(origin, show_key(path) + suffix, message, hint))
+
+    def bind(self, table: dict, target, path: KeyPath, what: str = "key") -> dict:
+        """Check a table against a schema; return it with defaults filled in."""
+        schema, extra = options_schema(target)
+        resolved = {}
+        for key, value in table.items():
+            if key not in schema:
+                if extra:
+                    resolved[key] = value
+                    continue
+                self.add(path + (key,), f"unknown {what}", did_you_mean(key, schema) or self._accepted(schema))
+                continue
+            origin = self.origins.file(path + (key,), str(self.source))
+            base_dir = Path.cwd() if origin == SET_ORIGIN else Path(origin).parent
+            try:
+                resolved[key] = to_plain(check(value, schema[key][0], base_dir=base_dir))
+            except Invalid as error:
+                self.add(path + (key,), error.message, suffix=error.key)
+        for name, (annotation, default) in schema.items():
+            if name in resolved or any(p.key == show_key(path + (name,)) for p in self.problems):
+                continue
+            if default is inspect.Parameter.empty:
+                self.add(path + (name,), f"missing required {what} (expected {describe(annotation)})")
+            else:
+                resolved[name] = to_plain(default)
+        order = list(schema) + [k for k in resolved if k not in schema]
+        return {k: resolved[k] for k in order if k in resolved}
+
+    @staticmethod
+    def _accepted(schema) -> str:
+        return f"accepted: {', '.join(schema)}" if schema else "this component takes no options"
+
+    def component(self, table, section: str, kind: str, registry: Registry, path: KeyPath) -> dict | None:
+        if not isinstance(table, dict):
+            self.add(path, f"expected a table with use = \"<{NOUNS[kind]} name>\", got {table!r}")
+            return None
+        name = table.get("use")
+        if not isinstance(name, str):
+            self.add(path + ("use",), f"missing: say which {NOUNS[kind]} to use (one of {', '.join(registry.names(kind))})")
+            return None
+        if name not in registry.components[kind]:
+            self.add(path + ("use",), registry.unknown_message(kind, name), registry.suggest(kind, name))
+            return None
+        factory = registry.components[kind][name].factory
+        options = {k: v for k, v in table.items() if k != "use"}
+        return {"use": name, **self.bind(options, factory, path, what=f"option of {NOUNS[kind]} '{name}'")}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A resolved experiment: every default filled in, every path absolute."""
+
+    path: Path
+    config: dict
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def training(self) -> TrainingConfig:
+        return TrainingConfig(**self.config["training"])
+
+    def to_toml(self) -> str:
+        return tomlio.dumps(self.config)
+
+
+def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> Experiment:
+    """Check a merged experiment; raise :class:`ConfigError` with every problem found."""
+    v = Validator(origins, source)
+    known = [f.name for f in dataclasses.fields(TopLevel)] + ["training"] + list(COMPONENT_SECTIONS)
+    top = {}
+    for key in data:
+        if key not in known:
+            v.add((key,), "unknown key", did_you_mean(key, known) or f"accepted: {', '.join(known)}")
+        elif key not in ("training", *COMPONENT_SECTIONS):
+            top[key] = data[key]
+    config = v.bind(top, TopLevel, ())
+    if config.get("name") is None:
+        config["name"] = source.stem
+
+    for section, (kind, is_list, default) in COMPONENT_SECTIONS.items():
+        value = data.get(section, copy.deepcopy(default))
+        if isinstance(value, dict) and "use" not in value and default is not None:
+            value = {**default, **value}  # [model] name = "..." alone keeps the default model kind
+        if value is None:
+            v.add((section,), f"missing table [{section}] with use = \"<{NOUNS[kind]} name>\"")
+        elif is_list:
+            if not isinstance(value, list):
+                v.add((section,), f"expected an array of tables ([[{section}]]), got {value!r}")
+                continue
+            config[section] = [v.component(item, section, kind, registry, (section, i)) for i, item in enumerate(value)]
+        else:
+            config[section] = v.component(value, section, kind, registry, (section,))
+
+    training = data.get("training", {})
+    if not isinstance(training, dict):
+        v.add(("training",), f"expected a table, got {training!r}")
+    else:
+        config["training"] = v.bind(training, TrainingConfig, ("training",))
+        if not any(p.key.startswith("training.") for p in v.problems):
+            for key, message in TrainingConfig(**config["training"]).problems():
+                v.add(("training", key), message)
+
+    if v.problems:
+        raise ConfigError(v.problems, show_file(source))
+    order = ["name", "description", "seed", "output_dir", "data", "model", "adapter", "training", "metrics", "callbacks"]
+    return Experiment(source, {k: config[k] for k in order if k in config})
+
+
+def load_experiment(path: str | Path, overrides: list[str] = (), registry: Registry | None = None) -> Experiment:
+    """Read, merge, override and validate an experiment file."""
+    if registry is None:
+        from stancerun.plugins import get_registry
+
+        registry = get_registry()
+    source = Path(path).resolve()
+    data, origins = read_file(source)
+    data, problems = apply_overrides(data, origins, list(overrides))
+    try:
+        experiment = validate(data, origins, source, registry)
+    except ConfigError as error:
+        raise ConfigError(problems + error.problems, show_file(source)) from None
+    if problems:
+        raise ConfigError(problems, show_file(source))
+    return experiment
+
+
+def build(registry: Registry, kind: str, table: dict):
+    """Call the factory a resolved table names, with its options in their annotated types."""
+    component = registry.get(kind, table["use"])
+    schema, _ = options_schema(component.factory)
+    options = {}
+    for key, value in table.items():
+        if key == "use":
+            continue
+        options[key] = check(value, schema[key][0]) if key in schema and value is not None else value
+    return component.factory(**options)

@@ -1,0 +1,149 @@
+"""Labelled splits from raw rows: label ids, row-level errors, carving a validation split.
+
+No torch here: the built-in dataset plugins (csv, jsonl, inline, hf) only read rows; this
+module turns rows into :class:`Splits` the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from stancerun.errors import UsageError
+from stancerun.options import Split
+
+
+@dataclass
+class Examples:
+    texts: list[str]
+    labels: list[int]
+    pairs: list[str] | None = None  # the text_pair_column (e.g. the stance target), when used
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Iterable[int]) -> "Examples":
+        indices = list(indices)
+        return Examples(
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.pairs[i] for i in indices] if self.pairs is not None else None,
+        )
+
+
+@dataclass
+class Splits:
+    train: Examples
+    validation: Examples
+    labels: list[str]
+    test: Examples | None = None
+    files: list[str] = field(default_factory=list)  # data files read (fingerprinted in environment.json)
+    validation_from_split: bool = False
+
+
+@dataclass
+class RowSource:
+    """Rows of one split and where they came from (for error messages)."""
+
+    name: str  # e.g. "data/train.csv"
+    rows: list[dict]
+    first_row: int = 1  # the number shown for rows[0] (a CSV's first data row is line 2)
+
+
+class RowDataset:
+    """Shared options and logic of the built-in datasets; subclasses implement ``sources``."""
+
+    def __init__(self, *, split: Split, text_column: str, text_pair_column: str | None, label_column: str,
+                 labels: list[str] | None):
+        self.split = split
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
+        self.labels = labels
+
+    def sources(self) -> dict[str, RowSource | None]:
+        """{"train": ..., "validation": ... or None, "test": ... or None}"""
+        raise NotImplementedError
+
+    def files(self) -> list[str]:
+        return []
+
+    def label_names(self, train: RowSource) -> list[str]:
+        if self.labels is not None:
+            return list(self.labels)
+        return sorted({_label_text(row.get(self.label_column)) for row in train.rows} - {""})
+
+    def load(self) -> Splits:
+        sources = self.sources()
+        train_source = sources["train"]
+        names = self.label_names(train_source)
+        if len(names) < 2:
+            raise UsageError(f"{train_source.name}: column '{self.label_column}' has {len(names)} label(s); a classifier needs at least 2")
+        ids = {name: i for i, name in enumerate(names)}
+        splits = {key: self._examples(src, ids) if src is not None else None for key, src in sources.items()}
+        train, validation = splits["train"], splits.get("validation")
+        carved = validation is None
+        if carved:
+            train, validation = carve(train, self.split)
+        return Splits(train, validation, names, splits.get("test"), self.files(), carved)
+
+    def _examples(self, source: RowSource, ids: dict[str, int]) -> Examples:
+        texts, labels, pairs = [], [], [] if self.text_pair_column else None
+        if not source.rows:
+            raise UsageError(f"{source.name}: no rows")
+        for column in [self.text_column, self.label_column] + ([self.text_pair_column] if self.text_pair_column else []):
+            if column not in source.rows[0]:
+                raise UsageError(f"{source.name}: no column '{column}' (columns: {', '.join(map(str, source.rows[0]))})")
+        for i, row in enumerate(source.rows):
+            where = f"{source.name}, row {i + source.first_row}"
+            text = row.get(self.text_column)
+            if not isinstance(text, str) or not text.strip():
+                raise UsageError(f"{where}: empty or missing text in column '{self.text_column}'")
+            label = _label_text(row.get(self.label_column))
+            if label not in ids:
+                raise UsageError(f"{where}: label {label!r} is not one of the experiment's labels {list(ids)}")
+            texts.append(text)
+            labels.append(ids[label])
+            if pairs is not None:
+                pair = row.get(self.text_pair_column)
+                if not isinstance(pair, str):
+                    raise UsageError(f"{where}: missing text pair in column '{self.text_pair_column}'")
+                pairs.append(pair)
+        return Examples(texts, labels, pairs)
+
+
+def _label_text(value) -> str:
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def carve(train: Examples, split: Split) -> tuple[Examples, Examples]:
+    """Split ``train`` into (train, validation); stratified keeps each label's share."""
+    n = len(train)
+    n_val = min(n - 1, max(1, round(n * split.test_size)))
+    if n < 2:
+        raise UsageError("cannot carve a validation split out of fewer than 2 training examples")
+    rng = random.Random(split.seed)
+    if not split.stratify:
+        order = list(range(n))
+        rng.shuffle(order)
+        val = sorted(order[:n_val])
+    else:
+        by_label: dict[int, list[int]] = {}
+        for i, label in enumerate(train.labels):
+            by_label.setdefault(label, []).append(i)
+        # Largest remainder: each label gets its share of n_val, rounded so the total is exact.
+        shares = {label: len(idx) * n_val / n for label, idx in by_label.items()}
+        counts = {label: int(share) for label, share in shares.items()}
+        for label in sorted(shares, key=lambda k: (counts[k] - shares[k], k))[: n_val - sum(counts.values())]:
+            counts[label] += 1
+        val = []
+        for label, idx in sorted(by_label.items()):
+            idx = idx[:]
+            rng.shuffle(idx)
+            val += idx[: counts[label]]
+        val.sort()
+    taken = set(val)
+    return train.subset(i for i in range(n) if i not in taken), train.subset(val)

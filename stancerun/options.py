@@ -1,0 +1,242 @@
+"""Option types for component factories, and the checker that binds TOML values to them.
+
+A factory's signature is its schema: ``def csv(*, train: File, labels: list[str] | None = None)``.
+``check`` turns a TOML value into the annotated type or explains, in words, what was expected.
+Supported annotations: bool, int, float, str, ``list[X]``, ``dict[str, X]``, ``X | None``,
+``Literal[...]``, frozen dataclasses (nested tables) and ``Annotated[X, Range(...) | File()]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds for a number: ``Annotated[float, Range(gt=0)]``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value) -> str | None:
+        if self.ge is not None and value < self.ge:
+            return f">= {self.ge}"
+        if self.gt is not None and value <= self.gt:
+            return f"> {self.gt}"
+        if self.le is not None and value > self.le:
+            return f"<= {self.le}"
+        if self.lt is not None and value >= self.lt:
+            return f"< {self.lt}"
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        if self.ge is not None:
+            parts.append(f">= {self.ge}")
+        if self.gt is not None:
+            parts.append(f"> {self.gt}")
+        if self.le is not None:
+            parts.append(f"<= {self.le}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class FileMarker:
+    """Marks a string option as a path to an existing file, relative to the experiment file."""
+
+    directory: bool = False
+
+
+#: A path to an existing data file, resolved relative to the file that wrote it.
+File = Annotated[str, FileMarker()]
+
+
+@dataclass(frozen=True)
+class Split:
+    """How missing validation/test splits are carved out of the training data."""
+
+    test_size: Annotated[float, Range(gt=0, lt=1)] = 0.2
+    seed: int = 42
+    stratify: bool = True
+
+
+class Invalid(Exception):
+    """A value that does not fit its annotation; ``key`` is relative to the checked value."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+def describe(annotation) -> str:
+    """What an annotation expects, in words."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        base = describe(args[0])
+        ranges = [m.describe() for m in args[1:] if isinstance(m, Range)]
+        return f"{base} {' and '.join(ranges)}" if ranges else base
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if annotation is str:
+        return "a string"
+    if annotation is Any:
+        return "any value"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(describe(a) for a in inner) + (" (or leave it out)" if len(inner) < len(args) else "")
+    if annotation in (list, dict):
+        return "a list" if annotation is list else "a table"
+    if origin is list:
+        return f"a list of {_plural(describe(args[0]))}" if args else "a list"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(annotation):
+        return "a table with keys " + ", ".join(f.name for f in dataclasses.fields(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _plural(text: str) -> str:
+    for article in ("an ", "a "):
+        if text.startswith(article):
+            word, _, rest = text[len(article):].partition(" ")
+            return f"{word}s {rest}".strip()
+    return text
+
+
+def _show(value) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "table"}
+    name = kind.get(type(value), type(value).__name__)
+    shown = repr(value) if not isinstance(value, (list, dict)) else ""
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"the {name} {shown}".rstrip()
+
+
+def check(value, annotation, *, base_dir: Path | None = None):
+    """Return ``value`` converted to ``annotation``; raise :class:`Invalid` if it does not fit.
+
+    ``File`` options come back as absolute paths (relative ones are joined to ``base_dir``).
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in (list, dict):  # bare list / dict: any items
+        origin = annotation
+    if origin is Annotated:
+        try:
+            value = check(value, args[0], base_dir=base_dir)
+        except Invalid as error:
+            if error.key or not any(isinstance(m, Range) for m in args[1:]):
+                raise
+            raise Invalid(f"expected {describe(annotation)}, got {_show(value)}") from None
+        for marker in args[1:]:
+            if isinstance(marker, Range) and value is not None and (bad := marker.violation(value)):
+                raise Invalid(f"expected {describe(annotation)}, got {value!r} (must be {bad})")
+            if isinstance(marker, FileMarker):
+                value = _check_path(value, marker, base_dir)
+        return value
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return check(value, arg, base_dir=base_dir)
+            except Invalid as error:
+                last = error
+        if len([a for a in args if a is not type(None)]) == 1:
+            raise last
+        raise Invalid(f"expected {describe(annotation)}, got {_show(value)}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        # TOML writes 3 for 3.0; accept integers where numbers are expected.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise Invalid(f"expected {describe(annotation)}, got {value!r}")
+    elif origin is list:
+        if isinstance(value, list):
+            return [_check_item(v, args[0] if args else Any, f"[{i}]", base_dir) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            inner = args[1] if args else Any
+            return {k: _check_item(v, inner, f".{k}", base_dir) for k, v in value.items()}
+    elif dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, dict):
+            return check_table(value, annotation, base_dir=base_dir)
+    else:
+        raise TypeError(f"unsupported option annotation: {annotation!r}")
+    raise Invalid(f"expected {describe(annotation)}, got {_show(value)}")
+
+
+def _check_item(value, annotation, key, base_dir):
+    try:
+        return check(value, annotation, base_dir=base_dir)
+    except Invalid as error:
+        raise Invalid(error.message, key + error.key) from None
+
+
+def check_table(value: dict, cls, *, base_dir: Path | None = None):
+    """Bind a TOML table to a dataclass; the first problem found is raised with its key."""
+    from stancerun.errors import did_you_mean
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for key in value:
+        if key not in fields:
+            raise Invalid("unknown key" + (f"; {hint}" if (hint := did_you_mean(key, fields)) else ""), f".{key}")
+    bound = {k: _check_item(v, hints[k], f".{k}", base_dir) for k, v in value.items()}
+    return cls(**bound)
+
+
+def _check_path(value, marker: FileMarker, base_dir: Path | None):
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    path = path.resolve()
+    exists = path.is_dir() if marker.directory else path.is_file()
+    if not exists:
+        raise Invalid(f"{'directory' if marker.directory else 'file'} not found: {path}")
+    return str(path)
+
+
+def to_plain(value):
+    """Dataclass instances back to TOML-ready dicts (for the resolved experiment)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: to_plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    return value

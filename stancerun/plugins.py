@@ -1,0 +1,119 @@
+"""The plugin manager: built-in and third-party plugins come through one door, the
+``stancerun`` entry-point group, and are loaded lazily, once.
+
+``STANCERUN_LOAD_PLUGINS`` (comma-separated distribution names) limits which third-party
+distributions load; the built-in plugins, shipped by the ``stancerun`` distribution, always do.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import warnings
+from typing import Iterable
+
+import pluggy
+
+from stancerun import hookspecs
+from stancerun.errors import UsageError
+from stancerun.registry import PluginInfo, Registry
+
+ENTRY_POINT_GROUP = "stancerun"
+ALLOW_ENV = "STANCERUN_LOAD_PLUGINS"
+BUILTIN_DISTRIBUTION = "stancerun"
+
+_registry: Registry | None = None
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; runs that do not use it go on."""
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get(ALLOW_ENV)
+    if raw is None:
+        return None
+    return {_normalize(n.strip()) for n in raw.split(",") if n.strip()}
+
+
+def discover() -> list[tuple[importlib.metadata.EntryPoint, str, str]]:
+    """Entry points of the ``stancerun`` group as (entry point, distribution, version), allow-list applied."""
+    allowed = _allow_list()
+    found, seen = [], set()
+    for dist in importlib.metadata.distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        key = _normalize(dist_name)
+        if key in seen:  # the same distribution can sit twice on sys.path
+            continue
+        seen.add(key)
+        if allowed is not None and key != BUILTIN_DISTRIBUTION and key not in allowed:
+            continue
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                found.append((ep, dist_name, dist.version))
+    # Built-ins first, so their names are the ones a clash message lists first.
+    found.sort(key=lambda item: (_normalize(item[1]) != BUILTIN_DISTRIBUTION, item[1], item[0].name))
+    return found
+
+
+def build_registry(plugins: Iterable[tuple[str, object, str, str]]) -> Registry:
+    """A registry from (plugin name, module or loader, distribution, version) tuples.
+
+    A plugin whose import or hooks raise is recorded with its error and skipped;
+    two plugins registering one name raise :class:`UsageError`.
+    """
+    registry = Registry()
+    pm = pluggy.PluginManager("stancerun")
+    pm.add_hookspecs(hookspecs)
+    for name, module, dist, version in plugins:
+        info = PluginInfo(name, dist, version)
+        registry.plugins.append(info)
+        try:
+            if callable(getattr(module, "load", None)) and hasattr(module, "group"):
+                module = module.load()  # an entry point: importing is part of loading
+            pm.register(module, name=name)
+        except Exception as error:  # a broken plugin must not break runs that do not use it
+            _record_failure(info, error)
+    for kind in hookspecs.KINDS:
+        for impl in getattr(pm.hook, f"stancerun_register_{kind}").get_hookimpls():
+            info = next(p for p in registry.plugins if p.name == impl.plugin_name)
+
+            def register(component_name, factory, _kind=kind, _plugin=impl.plugin_name):
+                registry.register(_kind, component_name, factory, _plugin)
+
+            try:
+                impl.function(register=register)
+            except UsageError:
+                raise
+            except Exception as error:
+                _record_failure(info, error)
+    return registry
+
+
+def _record_failure(info: PluginInfo, error: Exception) -> None:
+    info.error = f"{type(error).__name__}: {error}"
+    warnings.warn(f"plugin '{info.name}' ({info.distribution}) failed to load: {info.error}", PluginWarning, stacklevel=3)
+
+
+def get_registry() -> Registry:
+    """The registry of every installed plugin, built on first use and kept."""
+    global _registry
+    if _registry is None:
+        _registry = build_registry((ep.name, ep, dist, version) for ep, dist, version in discover())
+        if not any(p.distribution.lower() == BUILTIN_DISTRIBUTION for p in _registry.plugins):
+            warnings.warn(
+                "stancerun's built-in plugins were not found: install the project (pip install -e .)",
+                PluginWarning,
+                stacklevel=2,
+            )
+    return _registry
+
+
+def reset() -> None:
+    """Forget the loaded plugins (tests change the environment and load again)."""
+    global _registry
+    _registry = None

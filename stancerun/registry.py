@@ -1,0 +1,81 @@
+"""Name -> factory, per component kind, with the plugin that registered each name."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+from stancerun.errors import UsageError, did_you_mean
+from stancerun.hookspecs import KINDS
+
+#: Singular nouns for messages ("unknown metric 'acuracy'").
+NOUNS = {"datasets": "dataset", "models": "model", "adapters": "adapter", "metrics": "metric", "callbacks": "callback"}
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable
+    plugin: str
+
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.factory)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    error: str | None = None  # set when the plugin failed to import or register
+
+
+@dataclass
+class Registry:
+    components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    def register(self, kind: str, name: str, factory: Callable, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise UsageError(f"plugin '{plugin}' registered a {NOUNS[kind]} with an invalid name {name!r}")
+        if not callable(factory):
+            raise UsageError(f"plugin '{plugin}' registered {NOUNS[kind]} '{name}' with a factory that is not callable")
+        existing = self.components[kind].get(name)
+        if existing is not None:
+            # Never rename or shadow silently: which one runs would depend on install order.
+            raise UsageError(
+                f"{NOUNS[kind]} '{name}' is registered by two plugins: '{existing.plugin}' and '{plugin}'; "
+                f"uninstall one, or list the one you want in STANCERUN_LOAD_PLUGINS"
+            )
+        self.components[kind][name] = Component(kind, name, factory, plugin)
+
+    def get(self, kind: str, name: str) -> Component:
+        try:
+            return self.components[kind][name]
+        except KeyError:
+            raise UsageError(self.unknown_message(kind, name)) from None
+
+    def unknown_message(self, kind: str, name) -> str:
+        known = sorted(self.components[kind])
+        text = f"unknown {NOUNS[kind]} {name!r}; known: {', '.join(known) or 'none'}"
+        broken = [p.name for p in self.plugins if p.error]
+        if broken:
+            text += f" (plugins that failed to load: {', '.join(broken)})"
+        return text
+
+    def suggest(self, kind: str, name) -> str | None:
+        return did_you_mean(name, self.components[kind])
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def by_plugin(self, plugin: str) -> dict[str, list[str]]:
+        """What one plugin registered, kind -> names."""
+        found: dict[str, list[str]] = {}
+        for kind in KINDS:
+            for name, component in sorted(self.components[kind].items()):
+                if component.plugin == plugin:
+                    found.setdefault(kind, []).append(name)
+        return found

@@ -1,0 +1,80 @@
+"""The fixed parts of an experiment: top-level keys and [training].
+
+Component tables ([data], [model], [adapter], [[metrics]], [[callbacks]]) have no schema
+here: their options are the signature of the factory their ``use`` names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from stancerun.options import Range
+
+#: section -> (component kind, is a list of tables, default when the section is absent)
+COMPONENT_SECTIONS = {
+    "data": ("datasets", False, None),  # required
+    "model": ("models", False, {"use": "hf"}),
+    "adapter": ("adapters", False, {"use": "lora"}),
+    "metrics": ("metrics", True, [{"use": "accuracy"}]),
+    "callbacks": ("callbacks", True, []),
+}
+
+Positive = Range(gt=0)
+AtLeastOne = Range(ge=1)
+NonNegative = Range(ge=0)
+
+
+@dataclass(frozen=True)
+class TopLevel:
+    name: str | None = None  # default: the experiment file's stem
+    description: str = ""
+    seed: int = 42
+    output_dir: str = "runs"  # relative to the working directory, like TrainingArguments.output_dir
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Names and meanings as in transformers.TrainingArguments."""
+
+    num_train_epochs: Annotated[float, Positive] = 3.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: Annotated[int, AtLeastOne] = 8
+    per_device_eval_batch_size: Annotated[int, AtLeastOne] = 32
+    learning_rate: Annotated[float, Positive] = 5e-5
+    weight_decay: Annotated[float, NonNegative] = 0.0
+    adam_beta1: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    adam_beta2: Annotated[float, Range(ge=0, lt=1)] = 0.999
+    adam_epsilon: Annotated[float, Positive] = 1e-8
+    warmup_ratio: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    warmup_steps: Annotated[int, NonNegative] = 0  # wins over warmup_ratio when > 0
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    gradient_accumulation_steps: Annotated[int, AtLeastOne] = 1
+    max_grad_norm: Annotated[float, NonNegative] = 1.0  # 0 turns clipping off
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    eval_steps: Annotated[int, AtLeastOne] | None = None  # default: logging_steps
+    save_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    save_steps: Annotated[int, AtLeastOne] = 500
+    save_total_limit: Annotated[int, AtLeastOne] | None = None  # the best checkpoint is always kept
+    logging_steps: Annotated[int, AtLeastOne] = 10
+    load_best_model_at_end: bool = True
+    metric_for_best_model: str = "loss"  # "loss" or a key a metric returns, e.g. "accuracy", "f1_macro"
+    greater_is_better: bool | None = None  # default: False for loss/mse/mae, True otherwise
+    group_by_length: bool = True  # length-bucketed training batches (shuffled buckets)
+    dataloader_num_workers: Annotated[int, NonNegative] = 0
+    torch_compile: bool = False
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Cross-field checks: (key, message)."""
+        found = []
+        if self.load_best_model_at_end and self.eval_strategy == "no":
+            found.append(("load_best_model_at_end", "needs an evaluation: set eval_strategy to 'steps' or 'epoch'"))
+        return found
+
+    @property
+    def best_is_greater(self) -> bool:
+        if self.greater_is_better is not None:
+            return self.greater_is_better
+        name = self.metric_for_best_model.removeprefix("eval_")
+        return not (name == "loss" or name.endswith(("loss", "mse", "mae")))
