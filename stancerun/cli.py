@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMMANDS = ("run", "validate", "plugins")
+COMMANDS = ("run", "validate", "plugins", "predict")
 
 
 def _add_experiment(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(validate)
 
     sub.add_parser("plugins", help="list every plugin, its distribution and version, and what it registers")
+
+    predict = sub.add_parser("predict", help="classify texts with a run's saved model")
+    predict.add_argument("run_dir", help="a run directory (holds model/)")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    predict.add_argument("--input", help="a CSV or JSONL file with the texts (the column the model was trained on)")
+    predict.add_argument("--output", help="write JSONL, or CSV if the name ends in .csv (default: JSONL on stdout)")
+    predict.add_argument("--pair", help="the text pair (e.g. the stance target) for texts given on the command line")
+    predict.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser

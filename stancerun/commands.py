@@ -40,6 +40,45 @@ def plugins(args) -> int:
 
 
 def run(args) -> int:
-    from stancerun.errors import UsageError
+    from stancerun.config import load_experiment
+    from stancerun.runner import run_experiment
 
-    raise UsageError("`stancerun run` arrives with the engine (issue 3); use `stancerun validate` for now")
+    experiment = load_experiment(args.experiment, args.overrides)
+    run_experiment(experiment, output_dir=args.output_dir, dry_run=args.dry_run)
+    return 0
+
+
+def predict(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from stancerun import artifacts
+    from stancerun.errors import UsageError
+    from stancerun.predict import format_rows, predict, read_inputs
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "model").is_dir():
+        raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
+    if bool(args.texts) == bool(args.input):
+        raise UsageError("give texts on the command line or --input FILE (one of the two)")
+    bundle = artifacts.load_model(run_dir / "model")
+    info = bundle[2]
+    if args.input:
+        texts, pairs = read_inputs(Path(args.input), info.get("text_column") or "text", info.get("text_pair_column"))
+    else:
+        if info.get("text_pair_column"):
+            if args.pair is None:
+                raise UsageError(f"this model classifies (text, {info['text_pair_column']}) pairs: add --pair VALUE")
+            pairs = [args.pair] * len(args.texts)
+        else:
+            pairs = None
+        texts = list(args.texts)
+    rows = predict(run_dir, texts, pairs, args.batch_size, model_bundle=bundle)
+    output = Path(args.output) if args.output else None
+    fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"
+    text = format_rows(rows, fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        artifacts.atomic_write(output, text)
+    return 0

@@ -1,0 +1,345 @@
+"""The training loop: one Accelerate loop, read top to bottom.
+
+It runs unchanged on a CPU, one GPU, or many (``accelerate launch -m stancerun ...``):
+Accelerate places the model and shards the batches; evaluation gathers predictions with
+``gather_for_metrics`` so every example counts exactly once whatever the process count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stancerun import artifacts
+from stancerun.batching import (Collator, IndexDataset, LengthBucketBatches, encode_examples, model_inputs,
+                                sorted_batches)
+from stancerun.config import Experiment, build
+from stancerun.errors import UsageError
+from stancerun.prediction import EvalPrediction
+
+
+@dataclass
+class RunState:
+    """What callbacks see as ``run`` (SPEC section 4)."""
+
+    config: dict
+    output_dir: Path | None
+    is_main_process: bool
+    greater_is_better: bool
+    global_step: int = 0
+    epoch: float = 0.0
+    should_stop: bool = False
+    log_history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    logits: np.ndarray  # in the split's original order
+    labels: np.ndarray
+
+
+@dataclass
+class Components:
+    """Everything built from an experiment before training starts."""
+
+    splits: object
+    loaded: object
+    model: torch.nn.Module
+    adapter: object
+    metrics: list
+    callbacks: list
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def build_components(experiment: Experiment, registry) -> Components:
+    config = experiment.config
+    dataset = build(registry, "datasets", config["data"])
+    splits = dataset.load()
+    loaded = build(registry, "models", config["model"]).load(splits.labels)
+    adapter = build(registry, "adapters", config["adapter"])
+    model = adapter.apply(loaded)
+    metrics = [build(registry, "metrics", table) for table in config["metrics"]]
+    callbacks = [build(registry, "callbacks", table) for table in config["callbacks"]]
+    return Components(splits, loaded, model, adapter, metrics, callbacks)
+
+
+def make_optimizer(model, training):
+    """AdamW; biases and LayerNorm weights get no weight decay (as transformers' Trainer)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=training.learning_rate,
+                             betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
+
+
+def make_scheduler(optimizer, training, total_steps: int):
+    from transformers import get_scheduler
+
+    warmup = training.warmup_steps or math.ceil(training.warmup_ratio * total_steps)
+    return get_scheduler(training.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def compute_metrics(metric_fns, pred: EvalPrediction) -> dict:
+    results = {}
+    for fn in metric_fns:
+        results.update({k: float(v) for k, v in fn(pred).items()})
+    return results
+
+
+class Trainer:
+    """Holds the state of one run; ``fit`` is the loop."""
+
+    def __init__(self, experiment: Experiment, components: Components, accelerator, run_dir: Path | None, reporter):
+        self.experiment = experiment
+        self.training = experiment.training
+        self.c = components
+        self.accelerator = accelerator
+        self.run_dir = run_dir
+        self.reporter = reporter
+        self.labels = components.splits.labels
+        self.run = RunState(experiment.config, run_dir, accelerator.is_main_process, self.training.best_is_greater)
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.best_state: dict | None = None
+        self.history: list[dict] = []
+
+    # -- data ---------------------------------------------------------------------------
+    def loaders(self):
+        tokenizer, max_length = self.c.loaded.tokenizer, self.c.loaded.max_length
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.encoded = {name: encode_examples(tokenizer, examples, max_length)
+                        for name, examples in (("train", self.c.splits.train), ("validation", self.c.splits.validation),
+                                               ("test", self.c.splits.test)) if examples is not None}
+        t = self.training
+        train_batches = LengthBucketBatches(self.encoded["train"].lengths, t.per_device_train_batch_size,
+                                            self.experiment.config["seed"], t.group_by_length)
+        train = torch.utils.data.DataLoader(IndexDataset(len(self.encoded["train"])), batch_sampler=train_batches,
+                                            collate_fn=Collator(self.encoded["train"], pad),
+                                            num_workers=t.dataloader_num_workers)
+        self.eval_loaders = {name: self.eval_loader(enc, pad) for name, enc in self.encoded.items() if name != "train"}
+        return train, train_batches
+
+    def eval_loader(self, encoded, pad):
+        batches = sorted_batches(encoded.lengths, self.training.per_device_eval_batch_size)
+        return torch.utils.data.DataLoader(IndexDataset(len(encoded)), batch_sampler=batches,
+                                           collate_fn=Collator(encoded, pad),
+                                           num_workers=self.training.dataloader_num_workers)
+
+    # -- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> Evaluation:
+        """Logits for every example of a split, in the split's order, and the metrics on them."""
+        model.eval()
+        logits_parts, index_parts = [], []
+        for batch in self.eval_loaders[split]:
+            logits = model(**model_inputs(batch)).logits.float()
+            # gather_for_metrics drops the duplicates Accelerate adds to even out the last batch
+            logits, index = self.accelerator.gather_for_metrics((logits, batch["index"]))
+            logits_parts.append(logits.cpu())
+            index_parts.append(index.cpu())
+        model.train()
+        encoded = self.encoded[split]
+        logits = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
+        logits[torch.cat(index_parts).numpy()] = torch.cat(logits_parts).numpy()  # back to input order
+        labels = np.asarray(encoded.labels)
+        loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+        metrics = {"loss": loss, **compute_metrics(self.c.metrics, EvalPrediction(logits, labels, self.labels))}
+        return Evaluation(metrics, logits, labels)
+
+    # -- best model ---------------------------------------------------------------------
+    def metric_name(self) -> str:
+        return self.training.metric_for_best_model.removeprefix("eval_")
+
+    def check_metric_exists(self, metrics: dict) -> None:
+        if self.metric_name() not in metrics:
+            raise UsageError(f"training.metric_for_best_model: '{self.metric_name()}' is not an evaluation result; "
+                             f"available: {', '.join(sorted(metrics))}")
+
+    def is_better(self, value: float) -> bool:
+        if self.best_metric is None:
+            return True
+        return value > self.best_metric if self.run.greater_is_better else value < self.best_metric
+
+    def remember_best(self, model, metrics: dict) -> None:
+        value = metrics[self.metric_name()]
+        if self.is_better(value):
+            self.best_metric, self.best_step = value, self.run.global_step
+            if self.training.load_best_model_at_end:
+                # Only trainable weights change; copying them (LoRA: ~1% of the model) is cheap.
+                unwrapped = self.accelerator.unwrap_model(model)
+                self.best_state = {n: p.detach().to("cpu", copy=True) for n, p in unwrapped.named_parameters() if p.requires_grad}
+
+    def restore_best(self, model) -> None:
+        if self.best_state is None:
+            return
+        unwrapped = self.accelerator.unwrap_model(model)
+        params = dict(unwrapped.named_parameters())
+        with torch.no_grad():
+            for name, value in self.best_state.items():
+                params[name].copy_(value.to(params[name].device))
+
+    # -- logging ------------------------------------------------------------------------
+    def record(self, kind: str, values: dict) -> None:
+        entry = {"type": kind, "step": self.run.global_step, "epoch": round(self.run.epoch, 4), **values}
+        self.history.append(entry)
+        if self.accelerator.is_main_process and self.run_dir is not None:
+            artifacts.atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in self.history))
+
+    def callback(self, event: str, *args) -> None:
+        for cb in self.c.callbacks:
+            method = getattr(cb, event, None)
+            if method is not None:
+                method(self.run, *args)
+
+    # -- checkpoints --------------------------------------------------------------------
+    def save_checkpoint(self, model) -> None:
+        if self.run_dir is None:
+            return
+        self.accelerator.wait_for_everyone()
+        target = self.run_dir / "checkpoints" / f"step-{self.run.global_step}"
+        if self.accelerator.is_main_process:
+            unwrapped = self.accelerator.unwrap_model(model)
+            state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
+                     "best_step": self.best_step}
+            artifacts.save_model(unwrapped, self.c.loaded.tokenizer, target, {**self.model_info(), "trainer_state": state})
+            self.prune_checkpoints()
+        self.callback("on_save", target)
+
+    def prune_checkpoints(self) -> None:
+        limit = self.training.save_total_limit
+        if not limit:
+            return
+        folder = self.run_dir / "checkpoints"
+        steps = sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*") if p.is_dir())
+        keep = set(steps[-limit:]) | ({self.best_step} if self.best_step is not None else set())
+        for step in steps:
+            if step not in keep:
+                import shutil
+
+                shutil.rmtree(folder / f"step-{step}", ignore_errors=True)
+
+    def model_info(self) -> dict:
+        config = self.experiment.config
+        return {"labels": self.labels, "base_model": config["model"]["name"], "model_source": self.c.loaded.source,
+                "adapter": config["adapter"]["use"], "max_length": self.c.loaded.max_length,
+                "text_column": config["data"].get("text_column", "text"),
+                "text_pair_column": config["data"].get("text_pair_column"),
+                "trust_remote_code": config["model"].get("trust_remote_code", False)}
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self) -> dict:
+        acc, t = self.accelerator, self.training
+        train_loader, train_batches = self.loaders()
+        model = self.c.model
+        optimizer = make_optimizer(model, t)
+        updates_per_epoch = max(1, math.ceil(len(train_loader) / acc.num_processes / t.gradient_accumulation_steps))
+        total_steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * updates_per_epoch)
+        epochs = math.ceil(total_steps / updates_per_epoch)
+        # The scheduler is stepped by us once per optimizer update, so it is not prepared
+        # (a prepared scheduler steps once per process).
+        scheduler = make_scheduler(optimizer, t, total_steps)
+        model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
+        self.eval_loaders = {name: acc.prepare(loader) for name, loader in self.eval_loaders.items()}
+
+        self.reporter.plan(self, total_steps, epochs)
+        baseline = self.evaluate(model, "validation")
+        self.check_metric_exists(baseline.metrics)
+        self.record("baseline", {f"eval_{k}": v for k, v in baseline.metrics.items()})
+        self.reporter.evaluation("baseline (before training)", baseline.metrics)
+
+        eval_every = t.eval_steps or t.logging_steps
+        self.callback("on_train_begin")
+        model.train()
+        running_loss = torch.zeros((), device=acc.device)
+        micro_batches, started, samples = 0, time.perf_counter(), 0
+        progress = self.reporter.progress(total_steps)
+        last_eval_step = None
+        for epoch in range(epochs):
+            train_batches.set_epoch(epoch)
+            for batch in train_loader:
+                with acc.accumulate(model):
+                    out = model(**model_inputs(batch), labels=batch["labels"])
+                    acc.backward(out.loss)
+                    if acc.sync_gradients and t.max_grad_norm > 0:
+                        acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                # No .item() here: reading the loss every step would sync the device.
+                running_loss += out.loss.detach() / t.gradient_accumulation_steps
+                micro_batches += 1
+                samples += batch["labels"].shape[0]
+                if not acc.sync_gradients:
+                    continue
+                scheduler.step()
+                self.run.global_step += 1
+                self.run.epoch = epoch + micro_batches / max(1, len(train_loader))
+                step = self.run.global_step
+                if step % t.logging_steps == 0 or step == total_steps:
+                    steps_in_window = step % t.logging_steps or t.logging_steps
+                    logs = {"loss": acc.reduce(running_loss, "mean").item() / steps_in_window,
+                            "learning_rate": scheduler.get_last_lr()[0]}
+                    running_loss.zero_()
+                    self.record("train", logs)
+                    self.callback("on_log", logs)
+                    progress.update(step, logs)
+                else:
+                    progress.update(step)
+                if t.eval_strategy == "steps" and step % eval_every == 0:
+                    self.evaluation_step(model)
+                    last_eval_step = step
+                if t.save_strategy == "steps" and step % t.save_steps == 0:
+                    self.save_checkpoint(model)
+                if self.run.should_stop or step >= total_steps:
+                    break
+            micro_batches = 0
+            self.run.epoch = float(epoch + 1)
+            if t.eval_strategy == "epoch" and last_eval_step != self.run.global_step:
+                self.evaluation_step(model)
+                last_eval_step = self.run.global_step
+            if t.save_strategy == "epoch":
+                self.save_checkpoint(model)
+            if self.run.should_stop or self.run.global_step >= total_steps:
+                break
+        runtime = time.perf_counter() - started
+        progress.close()
+        stopped_early = self.run.should_stop
+
+        if t.load_best_model_at_end and self.best_state is not None:
+            self.restore_best(model)
+        final = self.evaluate(model, "validation")
+        test = self.evaluate(model, "test") if "test" in self.eval_loaders else None
+        self.record("final", {f"eval_{k}": v for k, v in final.metrics.items()})
+        total_samples = acc.reduce(torch.tensor(samples, device=acc.device), "sum").item()
+        train = {"runtime_s": round(runtime, 3), "samples_per_second": round(total_samples / runtime, 3) if runtime else None,
+                 "global_step": self.run.global_step, "epochs": round(self.run.epoch, 4), "total_steps_planned": total_steps,
+                 "train_samples": len(self.encoded["train"]), "eval_samples": len(self.encoded["validation"]),
+                 "best_step": self.best_step, "best_metric": self.best_metric, "metric_for_best_model": self.metric_name(),
+                 "restored_best": bool(t.load_best_model_at_end and self.best_state is not None),
+                 "stopped_early": stopped_early, "world_size": acc.num_processes}
+        results = {"baseline": baseline.metrics, "final": final.metrics, "train": train}
+        if test is not None:
+            results["test"] = test.metrics
+        return {"results": results, "model": model, "baseline": baseline, "final": final, "test": test}
+
+    def evaluation_step(self, model) -> None:
+        evaluation = self.evaluate(model, "validation")
+        self.record("eval", {f"eval_{k}": v for k, v in evaluation.metrics.items()})
+        self.reporter.evaluation(f"step {self.run.global_step} (epoch {self.run.epoch:.2f})", evaluation.metrics,
+                                 best=self.metric_name())
+        self.remember_best(model, evaluation.metrics)
+        self.callback("on_evaluate", evaluation.metrics)

@@ -1,0 +1,85 @@
+"""Predictions from a run directory's saved model alone: batched, length-sorted, in input order."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stancerun.errors import UsageError
+
+
+def read_inputs(path: Path, text_column: str, pair_column: str | None) -> tuple[list[str], list[str] | None]:
+    """Texts (and pairs) from a CSV or JSONL file."""
+    if not path.is_file():
+        raise UsageError(f"--input {path}: file not found")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    if not rows:
+        raise UsageError(f"--input {path}: no rows")
+    for column in [text_column] + ([pair_column] if pair_column else []):
+        if column not in rows[0]:
+            raise UsageError(f"--input {path}: no column '{column}' (columns: {', '.join(rows[0])})")
+    texts = [str(row[text_column]) for row in rows]
+    pairs = [str(row[pair_column]) for row in rows] if pair_column else None
+    return texts, pairs
+
+
+def predict_logits(model, tokenizer, texts, pairs, max_length: int, batch_size: int) -> np.ndarray:
+    import torch
+
+    from stancerun.batching import Collator, encode, model_inputs, sorted_batches
+
+    encoded = encode(tokenizer, texts, pairs, max_length)
+    collate = Collator(encoded, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    device = next(model.parameters()).device
+    logits = None
+    with torch.inference_mode():
+        for indices in sorted_batches(encoded.lengths, batch_size):
+            batch = {k: v.to(device) for k, v in model_inputs(collate(indices)).items()}
+            out = model(**batch).logits.float().cpu().numpy()
+            if logits is None:
+                logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+            logits[indices] = out
+    return logits if logits is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, model_bundle=None) -> list[dict]:
+    from stancerun.artifacts import load_model
+    from stancerun.report import softmax
+
+    model, tokenizer, info = model_bundle or load_model(run_dir / "model")
+    logits = predict_logits(model, tokenizer, texts, pairs, info["max_length"], batch_size)
+    probs = softmax(logits)
+    labels = info["labels"]
+    results = []
+    for i, text in enumerate(texts):
+        best = int(probs[i].argmax())
+        row = {"text": text}
+        if pairs is not None:
+            row[info.get("text_pair_column") or "text_pair"] = pairs[i]
+        row.update({"label": labels[best], "confidence": float(probs[i, best]),
+                    "probabilities": {name: float(p) for name, p in zip(labels, probs[i])}})
+        results.append(row)
+    return results
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if rows:
+        fixed = [k for k in rows[0] if k != "probabilities"]
+        names = list(rows[0]["probabilities"])
+        writer.writerow(fixed + [f"prob_{n}" for n in names])
+        for r in rows:
+            writer.writerow([r[k] if not isinstance(r[k], float) else f"{r[k]:.8f}" for k in fixed]
+                            + [f"{r['probabilities'][n]:.8f}" for n in names])
+    return out.getvalue()
