@@ -147,9 +147,12 @@ def apply_overrides(data: dict, origins: Origins, overrides: list[str]) -> tuple
         try:
             for part in path[:-1]:
                 target = target[part]
+            if path[-1] == "use" and isinstance(target, dict) and target.get("use") != value:
+                target.clear()  # another component: the old one's options mean nothing to it
+                origins.drop(path[:-1])
             target[path[-1]] = value
         except (KeyError, IndexError, TypeError):
-            problems.append(Problem(SET_ORIGIN, key, "no such key or list position to set"))
+            problems.append(Problem(SET_ORIGIN, show_key(path), "no such key or list position to set"))
             continue
         origins.drop(path)
         origins.mapping[path] = SET_ORIGIN

@@ -306,8 +306,9 @@ class Trainer:
                     self.save_checkpoint(model)
                 if self.run.should_stop or step >= total_steps:
                     break
+            else:  # the epoch ran to its end
+                self.run.epoch = float(epoch + 1)
             micro_batches = 0
-            self.run.epoch = float(epoch + 1)
             if t.eval_strategy == "epoch" and last_eval_step != self.run.global_step:
                 self.evaluation_step(model)
                 last_eval_step = self.run.global_step

@@ -14,19 +14,23 @@ hookimpl = pluggy.HookimplMarker("stancerun")
 @hookspec
 def stancerun_register_datasets(register):
     """Register dataset factories: ``factory(**options)`` returns an object whose
-    ``load()`` returns a :class:`stancerun.data.Splits`."""
+    ``load()`` returns a :class:`stancerun.datasets.Splits` (subclass
+    :class:`stancerun.datasets.RowDataset` to get labels and splits handled for you)."""
 
 
 @hookspec
 def stancerun_register_models(register):
     """Register model factories: ``factory(**options)`` returns an object whose
-    ``load(labels)`` returns ``(model, tokenizer)`` for sequence classification."""
+    ``load(labels)`` returns an object with ``model`` (sequence classification, one output
+    per label), ``tokenizer``, ``max_length``, ``source`` and ``new_modules`` (the names of
+    newly initialised layers), like :class:`stancerun_hf.LoadedModel`."""
 
 
 @hookspec
 def stancerun_register_adapters(register):
     """Register adapter factories: ``factory(**options)`` returns an object whose
-    ``apply(model)`` returns the model to train (e.g. wrapped in LoRA, or partly frozen)."""
+    ``apply(loaded)`` takes what a model's ``load`` returned and gives back the model to
+    train (e.g. wrapped in LoRA, or partly frozen)."""
 
 
 @hookspec

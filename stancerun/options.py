@@ -215,6 +215,10 @@ def check_table(value: dict, cls, *, base_dir: Path | None = None):
         if key not in fields:
             raise Invalid("unknown key" + (f"; {hint}" if (hint := did_you_mean(key, fields)) else ""), f".{key}")
     bound = {k: _check_item(v, hints[k], f".{k}", base_dir) for k, v in value.items()}
+    missing = [f.name for f in fields.values() if f.name not in bound
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise Invalid(f"missing required key (expected {describe(hints[missing[0]])})", f".{missing[0]}")
     return cls(**bound)
 
 

@@ -69,13 +69,20 @@ def build_registry(plugins: Iterable[tuple[str, object, str, str]]) -> Registry:
     registry = Registry()
     pm = pluggy.PluginManager("stancerun")
     pm.add_hookspecs(hookspecs)
+    pm_dists: dict[str, str] = {}
     for name, module, dist, version in plugins:
         info = PluginInfo(name, dist, version)
         registry.plugins.append(info)
         try:
             if callable(getattr(module, "load", None)) and hasattr(module, "group"):
                 module = module.load()  # an entry point: importing is part of loading
+            if pm.has_plugin(name):
+                raise UsageError(f"two plugins are named '{name}': one from '{pm_dists[name]}' and one from '{dist}'; "
+                                 f"uninstall one, or leave it out with {ALLOW_ENV}")
             pm.register(module, name=name)
+            pm_dists[name] = dist
+        except UsageError:
+            raise
         except Exception as error:  # a broken plugin must not break runs that do not use it
             _record_failure(info, error)
     for kind in hookspecs.KINDS:

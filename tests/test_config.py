@@ -119,7 +119,7 @@ def test_set_errors_are_attributed_to_set(workdir):
     path = write(workdir / "e.toml", MINIMAL)
     problems = problems_of(path, ["training.learning_rate=-1", "nonsense", "metrics.5.use=f1"])
     assert [(p.file, p.key) for p in problems] == [
-        ("--set", "nonsense"), ("--set", "metrics.5.use"), ("--set", "training.learning_rate")]
+        ("--set", "nonsense"), ("--set", "metrics[5].use"), ("--set", "training.learning_rate")]
 
 
 @pytest.mark.parametrize("body, key, words", [
@@ -180,3 +180,24 @@ def test_all_problems_are_reported_at_once(workdir):
 def test_every_shipped_experiment_validates(path):
     exp = load_experiment(path)
     assert exp.config["data"]["use"] in {"csv", "jsonl", "inline", "hf"}
+
+
+def test_set_use_on_a_list_entry_replaces_that_entry(workdir):
+    path = write(workdir / "e.toml", MINIMAL + '[[metrics]]\nuse = "f1"\naverage = "weighted"\n')
+    assert load_experiment(path, ["metrics.0.use=accuracy"]).config["metrics"] == [{"use": "accuracy"}]
+    assert load_experiment(path, ["metrics.0.use=f1"]).config["metrics"] == [{"use": "f1", "average": "weighted"}]
+
+
+def test_plugin_options_in_nested_tables_report_missing_keys():
+    from dataclasses import dataclass
+
+    from stancerun.options import Invalid, check
+
+    @dataclass(frozen=True)
+    class Window:
+        size: int
+        step: int = 1
+
+    with pytest.raises(Invalid) as info:
+        check({"step": 2}, Window)
+    assert info.value.key == ".size" and "missing required key" in info.value.message

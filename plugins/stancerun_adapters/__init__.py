@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Literal
 
 import stancerun
@@ -47,7 +48,10 @@ class LoRA:
             modules_to_save=save,
             use_rslora=self.use_rslora,
         )
-        return get_peft_model(loaded.model, config)
+        with warnings.catch_warnings():
+            # peft calls a transformers API that transformers 5 deprecates; nothing for users to act on
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(loaded.model, config)
 
 
 class Full:

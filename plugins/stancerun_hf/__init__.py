@@ -67,8 +67,9 @@ class HFModel:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # we report new head layers ourselves, by name
+        hf_logging.disable_progress_bar()
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source,
@@ -80,6 +81,8 @@ class HFModel:
             )
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         new_modules = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
         limit = getattr(tokenizer, "model_max_length", None) or self.max_length
         max_length = min(self.max_length, limit if limit < 1_000_000 else self.max_length)
