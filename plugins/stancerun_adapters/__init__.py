@@ -24,6 +24,35 @@ def head_modules(loaded) -> list[str]:
     return sorted({n for n in names if n.split(".")[-1] in HEAD_NAMES})
 
 
+#: Attention projections LoRA targets by default, per model_type (query/value, as in the LoRA
+#: paper); peft's own table is the fallback, and lacks some encoders (DistilBERT among them).
+DEFAULT_TARGETS = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "electra": ["query", "value"],
+    "albert": ["query", "value"],
+    "camembert": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "mpnet": ["q", "v"],
+    "deberta": ["in_proj"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "modernbert": ["Wqkv"],
+}
+
+
+def default_targets(model) -> list[str]:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in DEFAULT_TARGETS:
+        return DEFAULT_TARGETS[model_type]
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    if model_type in PEFT_DEFAULTS:
+        return list(PEFT_DEFAULTS[model_type])
+    raise ValueError(f"lora: no default target_modules for model type '{model_type}'; set adapter.target_modules "
+                     "to the names of its attention projections")
+
+
 class LoRA:
     kind = "lora"
 
@@ -43,7 +72,7 @@ class LoRA:
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=self.target_modules,  # None: peft's default for the architecture
+            target_modules=self.target_modules or default_targets(loaded.model),
             bias=self.bias,
             modules_to_save=save,
             use_rslora=self.use_rslora,
