@@ -180,17 +180,18 @@ def load_model(model_dir: Path, device: str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                     "label2id": {name: i for i, name in enumerate(labels)}}
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
+    from stancerun_hf import quiet_loading, resolve_model
 
-        from stancerun_hf import resolve_model
+    remote = info.get("trust_remote_code", False)
+    with quiet_loading():
+        if (model_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
 
-        base = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model(info["base_model"]), trust_remote_code=info.get("trust_remote_code", False), **label_kwargs)
-        model = PeftModel.from_pretrained(base, model_dir)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, trust_remote_code=info.get("trust_remote_code", False), **label_kwargs)
+            base = AutoModelForSequenceClassification.from_pretrained(resolve_model(info["base_model"]),
+                                                                      trust_remote_code=remote, **label_kwargs)
+            model = PeftModel.from_pretrained(base, model_dir)  # the head comes back from modules_to_save
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=remote, **label_kwargs)
     model.eval()
     if device:
         model.to(device)

