@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ class RunState:
     global_step: int = 0
     epoch: float = 0.0
     should_stop: bool = False
-    log_history: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +91,13 @@ def make_scheduler(optimizer, training, total_steps: int):
 
     warmup = training.warmup_steps or math.ceil(training.warmup_ratio * total_steps)
     return get_scheduler(training.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def plan_steps(batches_per_epoch: int, training, num_processes: int) -> tuple[int, int, int]:
+    """(optimizer updates per epoch, total updates, epochs to iterate) for a run."""
+    per_epoch = max(1, math.ceil(batches_per_epoch / num_processes / training.gradient_accumulation_steps))
+    total = training.max_steps if training.max_steps > 0 else math.ceil(training.num_train_epochs * per_epoch)
+    return per_epoch, total, math.ceil(total / per_epoch)
 
 
 def compute_metrics(metric_fns, pred: EvalPrediction) -> dict:
@@ -247,9 +253,7 @@ class Trainer:
         train_loader, train_batches = self.loaders()
         model = self.c.model
         optimizer = make_optimizer(model, t)
-        updates_per_epoch = max(1, math.ceil(len(train_loader) / acc.num_processes / t.gradient_accumulation_steps))
-        total_steps = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * updates_per_epoch)
-        epochs = math.ceil(total_steps / updates_per_epoch)
+        _, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
         # The scheduler is stepped by us once per optimizer update, so it is not prepared
         # (a prepared scheduler steps once per process).
         scheduler = make_scheduler(optimizer, t, total_steps)

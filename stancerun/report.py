@@ -45,6 +45,17 @@ def fmt(value) -> str:
     return str(value)
 
 
+#: Below this many evaluation examples, say plainly that the scores are mostly noise.
+SMALL_EVAL = 30
+
+
+def small_eval_warning(n: int) -> str | None:
+    if n >= SMALL_EVAL:
+        return None
+    return (f"only {n} evaluation example(s): one example moves accuracy by {100 / max(n, 1):.0f} points, "
+            "so these scores cannot tell learning from luck")
+
+
 @dataclass
 class Summary:
     """The end-of-run figures, shared by the console and report.md."""
@@ -133,10 +144,11 @@ class Reporter:
                            f" lr {t.learning_rate:g} ({t.lr_scheduler_type}), eval {t.eval_strategy}[/]")
 
     def evaluation(self, title: str, metrics: dict, best: str | None = None) -> None:
-        table = Table(title=f"evaluation: {title}", title_justify="left", show_header=False, box=None, padding=(0, 2))
+        """One table per evaluation; the metric that picks the best model in bold."""
+        self.console.print(f"[bold]evaluation[/] · {title}")
+        table = Table(show_header=False, box=None, padding=(0, 2))
         for key, value in metrics.items():
-            style = "bold" if key == best else ""
-            table.add_row(f"[{style}]{key}[/]" if style else key, fmt(value))
+            table.add_row(f"[bold]{key}[/]" if key == best else key, fmt(value))
         self.console.print(table)
 
     def progress(self, total: int):
@@ -170,6 +182,8 @@ class Reporter:
         if "test" in summary.results:
             self.evaluation("test split (final model)", summary.results["test"])
         train = summary.results["train"]
+        if warning := small_eval_warning(train["eval_samples"]):
+            c.print(f"[bold yellow]warning:[/] {warning}")
         c.print(f"mean confidence {summary.mean_confidence:.3f} (correct {summary.mean_confidence_correct:.3f}, "
                 f"wrong {summary.mean_confidence_wrong:.3f})")
         c.print(f"trained {train['global_step']} steps in {train['runtime_s']:.1f}s ({train['samples_per_second']:.1f} samples/s)"
@@ -197,6 +211,10 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
         + (" (restored)" if train["restored_best"] else ""),
         f"- evaluation split: {train['eval_samples']} examples",
         "",
+    ]
+    if warning := small_eval_warning(train["eval_samples"]):
+        lines += [f"> **Warning:** {warning}.", ""]
+    lines += [
         "## Before vs after training", "",
         "| metric | before | after | delta |", "|---|---:|---:|---:|",
     ]

@@ -25,7 +25,7 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     """Train, evaluate and save; return the run directory (None for a dry run)."""
     from accelerate.utils import broadcast_object_list, set_seed
 
-    from stancerun.engine import Trainer, build_components
+    from stancerun.engine import Trainer, build_components, plan_steps
     from stancerun.plugins import get_registry
 
     started = time.perf_counter()
@@ -46,11 +46,8 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     if dry_run:
         trainer = Trainer(experiment, components, accelerator, None, reporter)
         train_loader, _ = trainer.loaders()
-        import math
-
-        updates = max(1, math.ceil(len(train_loader) / training.gradient_accumulation_steps))
-        total = training.max_steps if training.max_steps > 0 else math.ceil(training.num_train_epochs * updates)
-        reporter.plan(trainer, total, math.ceil(total / updates))
+        _, total, epochs = plan_steps(len(train_loader), training, accelerator.num_processes)
+        reporter.plan(trainer, total, epochs)
         reporter.console.print("[bold yellow]dry run:[/] nothing was trained or written")
         return None
 
