@@ -21,7 +21,7 @@ from stancerun import tomlio
 from stancerun.errors import ConfigError, Problem, did_you_mean
 from stancerun.options import Invalid, check, describe, to_plain
 from stancerun.registry import NOUNS, Registry
-from stancerun.schema import COMPONENT_SECTIONS, TopLevel, TrainingConfig
+from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EvaluationConfig, TopLevel, TrainingConfig
 
 SET_ORIGIN = "--set"
 KeyPath = tuple  # of str (table keys) and int (list positions)
@@ -166,8 +166,13 @@ def options_schema(target) -> tuple[dict[str, tuple[Any, Any]], bool]:
         hints = typing.get_type_hints(target, include_extras=True)
         schema = {}
         for f in dataclasses.fields(target):
-            has_default = f.default is not dataclasses.MISSING
-            schema[f.name] = (hints[f.name], f.default if has_default else inspect.Parameter.empty)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = inspect.Parameter.empty
+            schema[f.name] = (hints[f.name], default)
         return schema, False
     signature = inspect.signature(target)
     try:
@@ -239,8 +244,15 @@ class Validator:
             self.add(path + ("use",), registry.unknown_message(kind, name), registry.suggest(kind, name))
             return None
         factory = registry.components[kind][name].factory
-        options = {k: v for k, v in table.items() if k != "use"}
-        return {"use": name, **self.bind(options, factory, path, what=f"option of {NOUNS[kind]} '{name}'")}
+        core = CORE_OPTIONS.get(section, {})
+        options = {k: v for k, v in table.items() if k != "use" and k not in core}
+        resolved = {"use": name, **self.bind(options, factory, path, what=f"option of {NOUNS[kind]} '{name}'")}
+        for key, (annotation, default) in core.items():
+            try:
+                resolved[key] = check(table.get(key, default), annotation)
+            except Invalid as error:
+                self.add(path + (key,), error.message)
+        return resolved
 
 
 @dataclass(frozen=True)
@@ -258,6 +270,10 @@ class Experiment:
     def training(self) -> TrainingConfig:
         return TrainingConfig(**self.config["training"])
 
+    @property
+    def evaluation(self) -> EvaluationConfig:
+        return EvaluationConfig(**self.config["evaluation"])
+
     def to_toml(self) -> str:
         return tomlio.dumps(self.config)
 
@@ -265,12 +281,13 @@ class Experiment:
 def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> Experiment:
     """Check a merged experiment; raise :class:`ConfigError` with every problem found."""
     v = Validator(origins, source)
-    known = [f.name for f in dataclasses.fields(TopLevel)] + ["training"] + list(COMPONENT_SECTIONS)
+    fixed = {"training": TrainingConfig, "evaluation": EvaluationConfig}
+    known = [f.name for f in dataclasses.fields(TopLevel)] + list(fixed) + list(COMPONENT_SECTIONS)
     top = {}
     for key in data:
         if key not in known:
             v.add((key,), "unknown key", did_you_mean(key, known) or f"accepted: {', '.join(known)}")
-        elif key not in ("training", *COMPONENT_SECTIONS):
+        elif key not in (*fixed, *COMPONENT_SECTIONS):
             top[key] = data[key]
     config = v.bind(top, TopLevel, ())
     if config.get("name") is None:
@@ -290,18 +307,20 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
         else:
             config[section] = v.component(value, section, kind, registry, (section,))
 
-    training = data.get("training", {})
-    if not isinstance(training, dict):
-        v.add(("training",), f"expected a table, got {training!r}")
-    else:
-        config["training"] = v.bind(training, TrainingConfig, ("training",))
-        if not any(p.key.startswith("training.") for p in v.problems):
-            for key, message in TrainingConfig(**config["training"]).problems():
-                v.add(("training", key), message)
+    for section, schema in fixed.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            v.add((section,), f"expected a table, got {table!r}")
+            continue
+        config[section] = v.bind(table, schema, (section,))
+        if not any(p.key.startswith(f"{section}.") for p in v.problems):
+            for key, message in schema(**config[section]).problems():
+                v.add((section, key), message)
 
     if v.problems:
         raise ConfigError(v.problems, show_file(source))
-    order = ["name", "description", "seed", "output_dir", "data", "model", "adapter", "training", "metrics", "callbacks"]
+    order = ["name", "description", "seed", "output_dir", "data", "model", "adapter", "training", "evaluation", "metrics",
+             "callbacks"]
     return Experiment(source, {k: config[k] for k in order if k in config})
 
 
@@ -328,8 +347,9 @@ def build(registry: Registry, kind: str, table: dict):
     component = registry.get(kind, table["use"])
     schema, _ = options_schema(component.factory)
     options = {}
+    core = CORE_OPTIONS.get({"datasets": "data"}.get(kind, kind), {})
     for key, value in table.items():
-        if key == "use":
+        if key == "use" or key in core:
             continue
         options[key] = check(value, schema[key][0]) if key in schema and value is not None else value
     return component.factory(**options)

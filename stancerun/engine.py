@@ -49,11 +49,16 @@ class Components:
     """Everything built from an experiment before training starts."""
 
     splits: object
+    data_report: object  # stancerun.datachecks.DataReport
     loaded: object
     model: torch.nn.Module
     adapter: object
     metrics: list
     callbacks: list
+
+    @property
+    def metric_fn(self):
+        return combined_metrics(self.metrics)
 
 
 def count_parameters(model) -> tuple[int, int]:
@@ -62,16 +67,21 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def build_components(experiment: Experiment, registry) -> Components:
+def build_components(experiment: Experiment, registry, splits=None) -> Components:
+    """Data first (and its checks, which may stop the run), then model, adapter, metrics, callbacks.
+    ``splits`` replaces the dataset's own (cross-validation folds)."""
+    from stancerun import datachecks
+
     config = experiment.config
-    dataset = build(registry, "datasets", config["data"])
-    splits = dataset.load()
+    if splits is None:
+        splits = build(registry, "datasets", config["data"]).load()
+    data_report = datachecks.check(splits, config["data"].get("on_leakage", "warn"))
     loaded = build(registry, "models", config["model"]).load(splits.labels)
     adapter = build(registry, "adapters", config["adapter"])
     model = adapter.apply(loaded)
     metrics = [build(registry, "metrics", table) for table in config["metrics"]]
     callbacks = [build(registry, "callbacks", table) for table in config["callbacks"]]
-    return Components(splits, loaded, model, adapter, metrics, callbacks)
+    return Components(splits, data_report, loaded, model, adapter, metrics, callbacks)
 
 
 def make_optimizer(model, training):
@@ -105,6 +115,24 @@ def compute_metrics(metric_fns, pred: EvalPrediction) -> dict:
     for fn in metric_fns:
         results.update({k: float(v) for k, v in fn(pred).items()})
     return results
+
+
+def combined_metrics(metric_fns):
+    """All of an experiment's metrics as one function; vectorised for the bootstrap when every
+    metric has a ``from_confusion`` twin (see stancerun_metrics)."""
+
+    def compute(pred):
+        return compute_metrics(metric_fns, pred)
+
+    if all(hasattr(fn, "from_confusion") for fn in metric_fns):
+        def from_confusion(cm, names):
+            found = {}
+            for fn in metric_fns:
+                found.update(fn.from_confusion(cm, names))
+            return found
+
+        compute.from_confusion = from_confusion
+    return compute
 
 
 class Trainer:
@@ -146,6 +174,11 @@ class Trainer:
                                            collate_fn=Collator(encoded, pad),
                                            num_workers=self.training.dataloader_num_workers)
 
+    def truncated(self) -> dict[str, int]:
+        """Texts per split that reached max_length tokens (and so were probably cut)."""
+        limit = self.c.loaded.max_length
+        return {name: sum(length >= limit for length in enc.lengths) for name, enc in self.encoded.items()}
+
     # -- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, split: str) -> Evaluation:
@@ -164,7 +197,7 @@ class Trainer:
         logits[torch.cat(index_parts).numpy()] = torch.cat(logits_parts).numpy()  # back to input order
         labels = np.asarray(encoded.labels)
         loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
-        metrics = {"loss": loss, **compute_metrics(self.c.metrics, EvalPrediction(logits, labels, self.labels))}
+        metrics = {"loss": loss, **self.c.metric_fn(EvalPrediction(logits, labels, self.labels))}
         return Evaluation(metrics, logits, labels)
 
     # -- best model ---------------------------------------------------------------------

@@ -52,11 +52,11 @@ def predict_logits(model, tokenizer, texts, pairs, max_length: int, batch_size: 
 
 def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, model_bundle=None) -> list[dict]:
     from stancerun.artifacts import load_model
-    from stancerun.report import softmax
+    from stancerun.stats import softmax
 
     model, tokenizer, info = model_bundle or load_model(run_dir / "model")
     logits = predict_logits(model, tokenizer, texts, pairs, info["max_length"], batch_size)
-    probs = softmax(logits)
+    probs = softmax(logits, info.get("temperature", 1.0))  # 1.0 unless [evaluation] calibrate = true
     labels = info["labels"]
     results = []
     for i, text in enumerate(texts):

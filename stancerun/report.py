@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from stancerun.stats import softmax
+
 
 def per_class(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of each class (0 where undefined)."""
@@ -33,16 +35,16 @@ def confusion(logits: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return matrix
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
+
+
+def with_interval(value: float, interval: dict | None) -> str:
+    if not interval:
+        return fmt(value)
+    return f"{value:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
 
 
 #: Below this many evaluation examples, say plainly that the scores are mostly noise.
@@ -71,12 +73,37 @@ class Summary:
 
     @classmethod
     def of(cls, results, final, labels, wall_time_s):
-        probs = softmax(final.logits)
+        temperature = results.get("calibration", {}).get("temperature", 1.0)
+        probs = softmax(final.logits, temperature)
         correct = probs.argmax(axis=1) == final.labels
         conf = probs.max(axis=1)
         return cls(results, per_class(final.logits, final.labels, labels), confusion(final.logits, final.labels, len(labels)),
                    labels, float(conf.mean()), float(conf[correct].mean()) if correct.any() else float("nan"),
                    float(conf[~correct].mean()) if (~correct).any() else float("nan"), wall_time_s)
+
+    def leaderboard(self) -> list[tuple[str, dict, dict]]:
+        """(row name, metrics, intervals) for the fine-tuned model, the untrained model and each baseline."""
+        r, intervals = self.results, self.results.get("intervals", {})
+        rows = [("fine-tuned", r["final"], intervals.get("final", {})),
+                ("untrained", r["baseline"], intervals.get("baseline", {}))]
+        rows += [(name, metrics, intervals.get(name, {})) for name, metrics in r.get("baselines", {}).items()]
+        return rows
+
+    def metric_keys(self) -> list[str]:
+        return [k for k in self.results["final"] if k != "loss"]
+
+    def notes(self) -> list[str]:
+        """Warnings a reader must see next to the numbers."""
+        found = []
+        n = self.results["train"]["eval_samples"]
+        if warning := small_eval_warning(n):
+            found.append(warning)
+        sep = self.results.get("analysis", {}).get("separation_from_majority")
+        if sep is not None and not sep["significant"]:
+            metric = self.results["analysis"]["metric"]
+            found.append(f"on {n} validation examples the model cannot be told apart from the majority baseline: "
+                         f"{metric} difference {sep['difference']:+.3f}, 95% interval [{sep['low']:+.3f}, {sep['high']:+.3f}]")
+        return found
 
     def comparison_rows(self):
         base, final = self.results["baseline"], self.results["final"]
@@ -151,6 +178,19 @@ class Reporter:
             table.add_row(f"[bold]{key}[/]" if key == best else key, fmt(value))
         self.console.print(table)
 
+    def data(self, report) -> None:
+        """Label balance per split and anything suspicious in the data, before training."""
+        table = Table(title="labels per split", title_justify="left")
+        table.add_column("split")
+        labels = list(next(iter(report.distribution.values())))
+        for label in labels:
+            table.add_column(label, justify="right")
+        for split, counts in report.distribution.items():
+            table.add_row(split, *(str(counts[label]) for label in labels))
+        self.console.print(table)
+        for finding in report.findings():
+            self.console.print(f"[bold yellow]data:[/] {finding}")
+
     def progress(self, total: int):
         if self.console.quiet:
             return NullProgress()
@@ -179,11 +219,43 @@ class Reporter:
         for name, row in zip(summary.labels, summary.confusion):
             table.add_row(name, *(str(v) for v in row))
         c.print(table)
-        if "test" in summary.results:
-            self.evaluation("test split (final model)", summary.results["test"])
-        train = summary.results["train"]
-        if warning := small_eval_warning(train["eval_samples"]):
-            c.print(f"[bold yellow]warning:[/] {warning}")
+        r = summary.results
+        keys = summary.metric_keys()
+        table = Table(title="against baselines (validation split, 95% bootstrap intervals)", title_justify="left")
+        table.add_column("model")
+        for key in keys:
+            table.add_column(key, justify="right")
+        for name, metrics, intervals in summary.leaderboard():
+            table.add_row(name, *(with_interval(metrics[k], intervals.get(k)) for k in keys if k in metrics))
+        c.print(table)
+        analysis = r.get("analysis", {})
+        if analysis.get("most_confused"):
+            c.print("most confused: " + "; ".join(f"{m['label']} → {m['predicted']} ×{m['count']}" for m in analysis["most_confused"][:3]))
+        for title, groups in (("per group (validation)", analysis.get("by_group")), ("per group (test)", analysis.get("test_by_group"))):
+            if groups:
+                table = Table(title=title, title_justify="left")
+                columns = list(next(iter(groups.values())))
+                table.add_column("group")
+                for col in columns:
+                    table.add_column(col, justify="right")
+                for group, values in groups.items():
+                    table.add_row(group, *(fmt(values[col]) for col in columns))
+                c.print(table)
+        if "test" in r:
+            test_intervals = r.get("intervals", {}).get("test", {})
+            c.print("[bold]test split (final model):[/] " + ", ".join(
+                f"{k} {with_interval(v, test_intervals.get(k))}" for k, v in r["test"].items() if k != "loss"))
+        cal = r.get("calibration")
+        if cal:
+            line = f"calibration: ECE {cal['ece_before']:.3f}"
+            if cal.get("ece_after") is not None:
+                line += f" → {cal['ece_after']:.3f} with temperature {cal['temperature']:.2f} (fitted on validation)"
+            if "test_ece_before" in cal:
+                line += f"; on test {cal['test_ece_before']:.3f}" + (f" → {cal['test_ece_after']:.3f}" if "test_ece_after" in cal else "")
+            c.print(line)
+        train = r["train"]
+        for note in summary.notes():
+            c.print(f"[bold yellow]warning:[/] {note}")
         c.print(f"mean confidence {summary.mean_confidence:.3f} (correct {summary.mean_confidence_correct:.3f}, "
                 f"wrong {summary.mean_confidence_wrong:.3f})")
         c.print(f"trained {train['global_step']} steps in {train['runtime_s']:.1f}s ({train['samples_per_second']:.1f} samples/s)"
@@ -212,8 +284,16 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
         f"- evaluation split: {train['eval_samples']} examples",
         "",
     ]
-    if warning := small_eval_warning(train["eval_samples"]):
-        lines += [f"> **Warning:** {warning}.", ""]
+    lines += [f"> **Warning:** {note}." for note in summary.notes()] + ([""] if summary.notes() else [])
+    keys = summary.metric_keys()
+    lines += ["## Against baselines", "", "Validation split; brackets: 95% bootstrap interval.", "",
+              "| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, metrics, intervals in summary.leaderboard():
+        lines.append(f"| {name} | " + " | ".join(with_interval(metrics[k], intervals.get(k)) for k in keys if k in metrics) + " |")
+    lines += [""]
+    plots = r.get("plots", {})
+    if "loss" in plots:
+        lines += [f"![loss curves]({plots['loss']})", ""]
     lines += [
         "## Before vs after training", "",
         "| metric | before | after | delta |", "|---|---:|---:|---:|",
@@ -225,12 +305,48 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
     lines += ["", "## Confusion matrix", "", "rows: true label, columns: prediction", "",
               "| | " + " | ".join(summary.labels) + " |", "|---|" + "---:|" * len(summary.labels)]
     lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(summary.labels, summary.confusion)]
+    if "confusion" in plots:
+        lines += ["", f"![confusion matrix]({plots['confusion']})"]
+    analysis = r.get("analysis", {})
+    if analysis.get("most_confused"):
+        lines += ["", "## Most confused", "", "| true | predicted | count | share of true label |", "|---|---|---:|---:|"]
+        lines += [f"| {m['label']} | {m['predicted']} | {m['count']} | {m['share_of_label']:.2f} |" for m in analysis["most_confused"]]
+        lines += ["", "Every mistake, most confident first: `misclassified.jsonl`."]
+    for title, groups in (("Per group (validation)", analysis.get("by_group")), ("Per group (test)", analysis.get("test_by_group"))):
+        if groups:
+            columns = list(next(iter(groups.values())))
+            lines += ["", f"## {title}", "", "| group | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+            lines += [f"| {g} | " + " | ".join(fmt(v[c]) for c in columns) + " |" for g, v in groups.items()]
     if "test" in r:
-        lines += ["", "## Test split (final model)", "", "| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {fmt(v)} |" for k, v in r["test"].items()]
+        test_intervals = r.get("intervals", {}).get("test", {})
+        lines += ["", "## Test split (final model)", "", "| metric | value [95% interval] |", "|---|---:|"]
+        lines += [f"| {k} | {with_interval(v, test_intervals.get(k))} |" for k, v in r["test"].items()]
+    cal = r.get("calibration")
+    if cal:
+        lines += ["", "## Calibration", "", f"Expected calibration error (15 bins) on validation: {cal['ece_before']:.4f}"
+                  + (f", {cal['ece_after']:.4f} after temperature scaling (T = {cal['temperature']:.3f}, fitted on "
+                     "validation, so this number is optimistic)" if cal.get("ece_after") is not None else "") + "."]
+        if "test_ece_before" in cal:
+            lines += ["", f"On the test split: {cal['test_ece_before']:.4f}"
+                      + (f" before, {cal['test_ece_after']:.4f} after scaling" if "test_ece_after" in cal else "") + "."]
+        if "reliability" in plots:
+            lines += ["", f"![reliability diagram]({plots['reliability']})"]
+    data = r.get("data")
+    if data:
+        names = list(next(iter(data["distribution"].values())))
+        lines += ["", "## Data", "", "| split | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [f"| {split} | " + " | ".join(str(c[n]) for n in names) + " |" for split, c in data["distribution"].items()]
+        for leak in data["leaks"]:
+            if leak["normalised"]:
+                lines += ["", f"- **Leakage:** {leak['normalised']} {leak['split']} example(s) also in train ({leak['exact']} exact)."]
+        if data.get("dropped_for_leakage"):
+            lines += [f"- {data['dropped_for_leakage']} training example(s) dropped for leakage."]
+        for split, n in data.get("truncated", {}).items():
+            if n:
+                lines += [f"- {n} {split} text(s) truncated at max_length."]
     lines += ["", "## Confidence", "",
               f"mean {summary.mean_confidence:.3f}; on correct predictions {summary.mean_confidence_correct:.3f}, "
               f"on wrong ones {summary.mean_confidence_wrong:.3f}.", "",
               "Files: `config.toml` (the resolved experiment), `environment.json`, `metrics.jsonl`, `results.json`, "
-              "`predictions.csv`, `model/`, `checkpoints/`.", ""]
+              "`predictions.csv`, `misclassified.jsonl`, `model/`, `checkpoints/`, `plots/`.", ""]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""One run, start to finish: accelerator, components, training, and the run directory."""
+"""One run, start to finish: accelerator, components, training, analysis, run directory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from stancerun import artifacts
 from stancerun.config import Experiment
-from stancerun.report import Reporter, Summary, markdown, softmax
+from stancerun.report import Reporter, Summary, markdown
 
 
 def make_accelerator(training):
@@ -21,8 +21,10 @@ def make_accelerator(training):
                        dynamo_backend="inductor" if training.torch_compile else None)
 
 
-def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_run: bool = False, registry=None) -> Path | None:
-    """Train, evaluate and save; return the run directory (None for a dry run)."""
+def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_run: bool = False, registry=None,
+                   splits=None, quiet: bool = False) -> Path | None:
+    """Train, evaluate and save; return the run directory (None for a dry run).
+    ``splits`` replaces the dataset's own (cross-validation); ``quiet`` prints nothing."""
     from accelerate.utils import broadcast_object_list, set_seed
 
     from stancerun.engine import Trainer, build_components, plan_steps
@@ -32,9 +34,9 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     registry = registry or get_registry()
     training = experiment.training
     accelerator = make_accelerator(training)
-    reporter = Reporter(accelerator.is_main_process)
+    reporter = Reporter(accelerator.is_main_process and not quiet)
     set_seed(experiment.config["seed"])  # before the head is initialised
-    components = build_components(experiment, registry)
+    components = build_components(experiment, registry, splits)
 
     run_dir = None
     if not dry_run:
@@ -43,6 +45,7 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
                   if accelerator.is_main_process else None]
         run_dir = Path(broadcast_object_list(holder)[0])
     reporter.header(experiment, components, accelerator, run_dir)
+    reporter.data(components.data_report)
     if dry_run:
         trainer = Trainer(experiment, components, accelerator, None, reporter)
         train_loader, _ = trainer.loaders()
@@ -51,6 +54,7 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         reporter.console.print("[bold yellow]dry run:[/] nothing was trained or written")
         return None
 
+    env = None
     if accelerator.is_main_process:
         artifacts.atomic_write(run_dir / "config.toml", experiment.to_toml())
         env = artifacts.environment(accelerator, experiment, components.splits.files, registry)
@@ -60,16 +64,12 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     results = outcome["results"]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        results.update(analyse(experiment, components, trainer, outcome, run_dir))
         model = accelerator.unwrap_model(outcome["model"])
-        artifacts.save_model(model, components.loaded.tokenizer, run_dir / "model", trainer.model_info())
-        final = outcome["final"]
-        validation = components.splits.validation
-        probabilities = softmax(final.logits)
-        artifacts.atomic_write(run_dir / "predictions.csv", artifacts.predictions_csv(
-            validation.texts, validation.pairs, final.labels.tolist(), probabilities.argmax(axis=1).tolist(), probabilities,
-            components.splits.labels, experiment.config["data"].get("text_pair_column") or "text_pair"))
+        info = {**trainer.model_info(), "temperature": results["calibration"]["temperature"]}
+        artifacts.save_model(model, components.loaded.tokenizer, run_dir / "model", info)
         artifacts.write_json(run_dir / "results.json", results)
-        summary = Summary.of(results, final, components.splits.labels, time.perf_counter() - started)
+        summary = Summary.of(results, outcome["final"], components.splits.labels, time.perf_counter() - started)
         artifacts.atomic_write(run_dir / "report.md", markdown(summary, experiment, env))
         trainer.callback("on_train_end", results)
         reporter.final(summary, run_dir)
@@ -78,3 +78,73 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path) -> dict:
+    """Baselines, intervals, calibration and error analysis on the validation split; writes
+    predictions.csv, misclassified.jsonl and the plots. Returns what results.json adds."""
+    from stancerun import analysis, plots, stats
+    from stancerun.baselines import run_baselines
+    from stancerun.report import confusion
+
+    ev = experiment.evaluation
+    splits, names = components.splits, components.splits.labels
+    validation, final = splits.validation, outcome["final"]
+    labels, metric_fn = final.labels, components.metric_fn
+    pair_name = experiment.config["data"].get("text_pair_column") or "text_pair"
+
+    calibration = analysis.calibrate(final.logits, labels, ev.calibrate)
+    scored = {"final": analysis.score(final.logits, labels, names, metric_fn, ev),
+              "baseline": analysis.score(outcome["baseline"].logits, labels, names, metric_fn, ev)}
+    baseline_logits = run_baselines(ev.baselines, splits.train, validation, len(names), experiment.config["seed"])
+    for name, logits in baseline_logits.items():
+        scored[name] = analysis.score(logits, labels, names, metric_fn, ev)
+    metric = next(k for k in scored["final"].metrics if k != "loss") if trainer.metric_name() == "loss" else trainer.metric_name()
+    separation = (analysis.separable_from(scored["final"], scored["majority"], labels, names, metric_fn, metric, ev)
+                  if "majority" in scored else None)
+
+    probabilities = stats.softmax(final.logits, calibration.temperature)
+    predicted = probabilities.argmax(axis=1)
+    artifacts.atomic_write(run_dir / "predictions.csv", artifacts.predictions_csv(
+        validation.texts, validation.pairs, labels.tolist(), predicted.tolist(), probabilities, names, pair_name))
+    artifacts.atomic_write(run_dir / "misclassified.jsonl", analysis.misclassified_jsonl(
+        validation.texts, validation.pairs, labels, probabilities, names, pair_name))
+
+    added = {
+        "baselines": {name: scored[name].metrics for name in baseline_logits},
+        "intervals": {name: s.intervals for name, s in scored.items() if s.intervals},
+        "calibration": calibration.to_dict(),
+        "analysis": {"metric": metric, "separation_from_majority": separation,
+                     "most_confused": analysis.most_confused(labels, predicted, names)},
+        "data": {"distribution": components.data_report.distribution,
+                 "leaks": [vars(leak) for leak in components.data_report.leaks],
+                 "dropped_for_leakage": components.data_report.dropped,
+                 "truncated": trainer.truncated()},
+    }
+    if validation.pairs is not None:
+        added["analysis"]["by_group"] = analysis.by_group(validation.pairs, final.logits, labels, names, metric_fn)
+    if outcome["test"] is not None:
+        test = outcome["test"]
+        added["intervals"]["test"] = analysis.score(test.logits, test.labels, names, metric_fn, ev).intervals
+        test_cal = stats.reliability(stats.softmax(test.logits), test.labels).ece
+        added["calibration"]["test_ece_before"] = test_cal
+        if ev.calibrate:
+            added["calibration"]["test_ece_after"] = stats.reliability(
+                stats.softmax(test.logits, calibration.temperature), test.labels).ece
+        if splits.test.pairs is not None:
+            added["analysis"]["test_by_group"] = analysis.by_group(splits.test.pairs, test.logits, test.labels, names, metric_fn)
+
+    if ev.plots:
+        folder = run_dir / "plots"
+        figures = {}
+        if plots.loss_curves(trainer.history, folder / "loss.png"):
+            figures["loss"] = "plots/loss.png"
+        plots.confusion(confusion(final.logits, labels, len(names)), names, folder / "confusion.png")
+        figures["confusion"] = "plots/confusion.png"
+        curves = {"before scaling": calibration.reliability_before}
+        if ev.calibrate:
+            curves[f"T = {calibration.temperature:.2f}"] = calibration.reliability
+        plots.reliability(curves, folder / "reliability.png")
+        figures["reliability"] = "plots/reliability.png"
+        added["plots"] = figures
+    return added

@@ -6,7 +6,7 @@ here: their options are the signature of the factory their ``use`` names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from stancerun.options import Range
@@ -18,6 +18,12 @@ COMPONENT_SECTIONS = {
     "adapter": ("adapters", False, {"use": "lora"}),
     "metrics": ("metrics", True, [{"use": "accuracy"}]),
     "callbacks": ("callbacks", True, []),
+}
+
+#: Keys of a component table that the core handles itself (not passed to the factory).
+CORE_OPTIONS = {
+    # What to do with evaluation texts that also appear in the training data.
+    "data": {"on_leakage": (Literal["warn", "error", "drop"], "warn")},
 }
 
 Positive = Range(gt=0)
@@ -78,3 +84,27 @@ class TrainingConfig:
             return self.greater_is_better
         name = self.metric_for_best_model.removeprefix("eval_")
         return not (name == "loss" or name.endswith(("loss", "mse", "mae")))
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How results are judged: baselines, uncertainty, calibration, plots."""
+
+    baselines: list[Literal["majority", "tfidf"]] = field(default_factory=lambda: ["majority", "tfidf"])
+    bootstrap_resamples: Annotated[int, NonNegative] = 1000  # 0 turns the intervals off
+    bootstrap_seed: int = 0
+    confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
+    cv_folds: Annotated[int, NonNegative] = 0  # K >= 2: stratified K-fold cross-validation over the training data
+    seeds: list[int] = field(default_factory=list)  # repeat the run once per seed
+    calibrate: bool = False  # fit a temperature on the validation split; predict applies it
+    plots: bool = True  # PNG figures in the run directory, linked from report.md
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        if self.cv_folds == 1:
+            found.append(("cv_folds", "expected 0 (off) or at least 2 folds"))
+        if self.cv_folds and self.seeds:
+            found.append(("seeds", "use either cv_folds or seeds, not both"))
+        if len(set(self.seeds)) != len(self.seeds):
+            found.append(("seeds", "seeds repeat"))
+        return found

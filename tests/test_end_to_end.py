@@ -21,7 +21,7 @@ def test_default_experiment_runs_offline_and_predicts(tmp_path):
     assert "trainable" in done.stdout and "before vs after" in done.stdout
     results = json.loads((run / "results.json").read_text())
     assert results["train"]["global_step"] == 12
-    assert results["train"]["eval_samples"] == 144  # 20% of the 720 shipped examples
+    assert results["train"]["eval_samples"] == 240  # 20% of the 1,200 shipped examples
     env = json.loads((run / "environment.json").read_text())
     assert any(path.endswith("experiments/data/policy_stance.csv") for path in env["data_files"])
     info = json.loads((run / "model" / "stancerun.json").read_text())

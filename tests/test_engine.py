@@ -33,7 +33,8 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path, tiny_bert, stance_da
     run = train(tmp_path, tiny_bert)
     names = {p.name for p in run.iterdir()}
     assert {"config.toml", "environment.json", "metrics.jsonl", "results.json", "predictions.csv", "report.md",
-            "model", "checkpoints"} <= names
+            "model", "checkpoints", "misclassified.jsonl", "plots"} <= names
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["confusion.png", "loss.png", "reliability.png"]
     assert not [p for p in run.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
 
     config = tomlio.loads((run / "config.toml").read_text())
@@ -51,7 +52,8 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path, tiny_bert, stance_da
     assert lines[0]["type"] == "baseline" and lines[0]["step"] == 0 and lines[-1]["type"] == "final"
 
     results = json.loads((run / "results.json").read_text())
-    assert set(results) == {"baseline", "final", "train", "test"}
+    assert set(results) == {"baseline", "final", "train", "test", "baselines", "intervals", "calibration", "analysis",
+                            "data", "plots"}
     assert set(results["baseline"]) == set(results["final"]) == {"loss", "accuracy", "f1_macro"}
     assert results["baseline"] == {k[5:]: v for k, v in lines[0].items() if k.startswith("eval_")}
     assert results["train"]["global_step"] == 27 and results["train"]["samples_per_second"] > 0

@@ -69,3 +69,24 @@ def test_regression_style_errors(builtin_registry, pred):
     assert metric(builtin_registry, use="mse")(pred) == {"mse": pytest.approx(5 / 6)}
     one_output = EvalPrediction([[0.5], [2.0]], [1.0, 2.0])
     assert metric(builtin_registry, use="mae")(one_output) == {"mae": pytest.approx(0.25)}
+
+
+@pytest.mark.parametrize("table", [
+    {"use": "accuracy"}, {"use": "f1", "average": "macro"}, {"use": "f1", "average": "weighted"},
+    {"use": "f1", "average": "per_class"}, {"use": "precision", "average": "per_class"},
+    {"use": "recall", "average": "weighted"}, {"use": "f1_favor_against", "no_stance": None}, {"use": "mse"}, {"use": "mae"},
+], ids=lambda t: "-".join(str(v) for v in t.values()))
+def test_vectorised_twin_matches_scikit_learn(builtin_registry, table):
+    from stancerun.stats import confusions
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(60, 3))
+    labels = rng.integers(0, 3, 60)
+    labels[:5] = 2  # every class present
+    pred = EvalPrediction(logits, labels, NAMES)
+    compute = metric(builtin_registry, **table)
+    rows = rng.integers(0, 60, size=(25, 60))
+    fast = compute.from_confusion(confusions(pred, rows), NAMES)
+    for i, r in enumerate(rows):
+        slow = compute(EvalPrediction(logits[r], labels[r], NAMES))
+        assert {k: fast[k][i] for k in slow} == pytest.approx(slow)
