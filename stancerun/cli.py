@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMMANDS = ("run", "validate", "plugins", "predict")
+COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare")
 
 
 def _add_experiment(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="write JSONL, or CSV if the name ends in .csv (default: JSONL on stdout)")
     predict.add_argument("--pair", help="the text pair (e.g. the stance target) for texts given on the command line")
     predict.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+
+    evaluate = sub.add_parser("evaluate", help="score a run's saved model on new labelled data")
+    evaluate.add_argument("run_dir", help="a run directory")
+    evaluate.add_argument("--data", required=True, help="a labelled CSV or JSONL file (the run's text/label columns)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+
+    compare = sub.add_parser("compare", help="one leaderboard of runs, with intervals and significance")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    compare.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser

@@ -41,10 +41,15 @@ def plugins(args) -> int:
 
 def run(args) -> int:
     from stancerun.config import load_experiment
+    from stancerun.repeats import run_repeated
     from stancerun.runner import run_experiment
 
     experiment = load_experiment(args.experiment, args.overrides)
-    run_experiment(experiment, output_dir=args.output_dir, dry_run=args.dry_run)
+    evaluation = experiment.evaluation
+    if (evaluation.cv_folds or evaluation.seeds) and not args.dry_run:
+        run_repeated(experiment, output_dir=args.output_dir)
+    else:
+        run_experiment(experiment, output_dir=args.output_dir, dry_run=args.dry_run)
     return 0
 
 
@@ -81,4 +86,28 @@ def predict(args) -> int:
         sys.stdout.write(text)
     else:
         artifacts.atomic_write(output, text)
+    return 0
+
+
+def evaluate(args) -> int:
+    from pathlib import Path
+
+    from stancerun.evaluate import evaluate_run
+
+    evaluate_run(Path(args.run_dir), Path(args.data), batch_size=args.batch_size)
+    return 0
+
+
+def compare(args) -> int:
+    import json
+    from pathlib import Path
+
+    from stancerun.compare import compare as build_board
+    from stancerun.compare import print_leaderboard
+
+    board = build_board([Path(p) for p in args.run_dirs])
+    if args.json:
+        print(json.dumps(board, indent=2))
+    else:
+        print_leaderboard(board)
     return 0

@@ -32,6 +32,11 @@ class Examples:
         )
 
 
+def concat(a: Examples, b: Examples) -> Examples:
+    pairs = a.pairs + b.pairs if a.pairs is not None and b.pairs is not None else None
+    return Examples(a.texts + b.texts, a.labels + b.labels, pairs)
+
+
 @dataclass
 class Splits:
     train: Examples

@@ -277,6 +277,7 @@ class Trainer:
         return {"labels": self.labels, "base_model": config["model"]["name"], "model_source": self.c.loaded.source,
                 "adapter": config["adapter"]["use"], "max_length": self.c.loaded.max_length,
                 "text_column": config["data"].get("text_column", "text"),
+                "label_column": config["data"].get("label_column", "label"),
                 "text_pair_column": config["data"].get("text_pair_column"),
                 "trust_remote_code": config["model"].get("trust_remote_code", False)}
 

@@ -11,7 +11,7 @@ import pytest
 from stancerun import hookspecs
 from stancerun.config import options_schema
 from stancerun.registry import NOUNS
-from stancerun.schema import COMPONENT_SECTIONS, TopLevel, TrainingConfig
+from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EvaluationConfig, TopLevel, TrainingConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SECTION_OF_KIND = {kind: section for section, (kind, _, _) in COMPONENT_SECTIONS.items()}
@@ -37,9 +37,11 @@ def test_top_level_and_training_keys_are_documented(experiments_doc):
     top = sections(experiments_doc, "## ")
     expected_top = {f.name for f in dataclasses.fields(TopLevel)} | {"extends"}
     assert expected_top <= documented_keys(top["Top level"])
-    training = {f.name for f in dataclasses.fields(TrainingConfig)}
-    missing = training - documented_keys(top["[training]"])
-    assert not missing, f"undocumented [training] keys: {sorted(missing)}"
+    for heading, schema in (("[training]", TrainingConfig), ("[evaluation]", EvaluationConfig)):
+        missing = {f.name for f in dataclasses.fields(schema)} - documented_keys(top[heading])
+        assert not missing, f"undocumented {heading} keys: {sorted(missing)}"
+    for section, options in CORE_OPTIONS.items():
+        assert set(options) <= documented_keys(top[f"[{section}]"])
 
 
 def test_every_builtin_component_option_is_documented(experiments_doc, builtin_registry):

@@ -51,6 +51,11 @@ def _read_jsonl(path: str) -> RowSource:
     return RowSource(_shown(path), rows)
 
 
+def read_rows(path: str) -> RowSource:
+    """Rows of a CSV or JSONL file, by extension (``stancerun evaluate`` reads new data with it)."""
+    return _read_jsonl(path) if path.lower().endswith((".jsonl", ".json")) else _read_csv(path, ",")
+
+
 def _shown(path: str) -> str:
     from stancerun.config import show_file
 

@@ -1,0 +1,113 @@
+"""`stancerun compare RUN_DIR...`: one leaderboard, with intervals, and which differences from
+the leader are real (paired bootstrap on the shared validation split)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stancerun import stats, tomlio
+from stancerun.errors import UsageError
+from stancerun.prediction import EvalPrediction
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    results: dict
+    texts: list[str]
+    labels: np.ndarray
+    logits: np.ndarray  # log-probabilities from predictions.csv (argmax and ranking preserved)
+    label_names: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_run(path: Path) -> Run:
+    try:
+        config = tomlio.loads((path / "config.toml").read_text(encoding="utf-8"))
+        results = json.loads((path / "results.json").read_text(encoding="utf-8"))
+        with (path / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError as error:
+        raise UsageError(f"{path}: not a finished run directory ({Path(error.filename).name} is missing)") from None
+    names = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")] if rows else []
+    probs = np.array([[float(r[f"prob_{n}"]) for n in names] for r in rows])
+    labels = np.array([names.index(r["label"]) for r in rows])
+    return Run(path, config, results, [r["text"] for r in rows], labels, np.log(np.clip(probs, 1e-12, None)), names)
+
+
+def compare(paths: list[Path], registry=None) -> dict:
+    from stancerun.config import build
+    from stancerun.engine import combined_metrics
+    from stancerun.plugins import get_registry
+
+    if len(paths) < 1:
+        raise UsageError("compare needs at least one run directory")
+    runs = [load_run(p) for p in paths]
+    metric = runs[0].config["training"]["metric_for_best_model"].removeprefix("eval_")
+    greater = runs[0].config["training"].get("greater_is_better")
+    if greater is None:
+        greater = not (metric == "loss" or metric.endswith(("loss", "mse", "mae")))
+    if any(metric not in r.results["final"] for r in runs):
+        metric = "accuracy" if all("accuracy" in r.results["final"] for r in runs) else "loss"
+        greater = metric != "loss"
+    ranked = sorted(runs, key=lambda r: r.results["final"][metric], reverse=greater)
+    leader = ranked[0]
+    registry = registry or get_registry()
+    metric_fn = combined_metrics([build(registry, "metrics", t) for t in leader.config["metrics"]])
+    evaluation = leader.config.get("evaluation", {})
+    rows = []
+    for run in ranked:
+        row = {"run": run.name, "path": str(run.path), "model": run.config["model"].get("name"),
+               "adapter": run.config["adapter"]["use"], "metric": metric, "value": run.results["final"][metric],
+               "interval": run.results.get("intervals", {}).get("final", {}).get(metric),
+               "train_runtime_s": run.results["train"].get("runtime_s"), "vs_leader": None}
+        if run is not leader:
+            row["vs_leader"] = paired(leader, run, metric_fn, metric, evaluation)
+        rows.append(row)
+    return {"metric": metric, "greater_is_better": greater, "leader": leader.name, "rows": rows}
+
+
+def paired(leader: Run, run: Run, metric_fn, metric: str, evaluation: dict) -> dict | str:
+    """The leader minus this run on the shared split, or why they cannot be paired."""
+    if leader.texts != run.texts or not np.array_equal(leader.labels, run.labels) or leader.label_names != run.label_names:
+        return "different validation split: not comparable example by example"
+    if metric == "loss":
+        return "loss is not resampled; compare on a metric"
+    diff = stats.paired_bootstrap(EvalPrediction(leader.logits, leader.labels, leader.label_names),
+                                  EvalPrediction(run.logits, run.labels, run.label_names), metric_fn,
+                                  evaluation.get("bootstrap_resamples", 1000) or 1000, evaluation.get("bootstrap_seed", 0),
+                                  evaluation.get("confidence", 0.95))
+    return diff[metric]
+
+
+def print_leaderboard(board: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stancerun.report import with_interval
+
+    table = Table(title=f"leaderboard by {board['metric']} (validation split)", title_justify="left")
+    for col in ("#", "run", "model", "adapter", board["metric"], "vs leader", "train s"):
+        table.add_column(col, justify="right" if col in ("#", board["metric"], "train s") else "left")
+    for i, row in enumerate(board["rows"], 1):
+        vs = row["vs_leader"]
+        if vs is None:
+            verdict = "leader"
+        elif isinstance(vs, str):
+            verdict = f"[dim]{vs}[/]"
+        else:
+            verdict = (f"[red]worse[/] (Δ {vs['difference']:+.3f}, p={vs['p']:.3f})" if vs["significant"]
+                       else f"not significantly different (Δ {vs['difference']:+.3f}, p={vs['p']:.2f})")
+        runtime = row["train_runtime_s"]
+        table.add_row(str(i), row["run"], str(row["model"]), row["adapter"], with_interval(row["value"], row["interval"]),
+                      verdict, f"{runtime:.0f}" if runtime is not None else "")
+    Console().print(table)
