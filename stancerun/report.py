@@ -89,8 +89,12 @@ class Summary:
         rows += [(name, metrics, intervals.get(name, {})) for name, metrics in r.get("baselines", {}).items()]
         return rows
 
-    def metric_keys(self) -> list[str]:
-        return [k for k in self.results["final"] if k != "loss"]
+    def metric_keys(self, compact: bool = False) -> list[str]:
+        """Metric names; ``compact`` leaves out per-class ones (they have their own table)."""
+        keys = [k for k in self.results["final"] if k != "loss"]
+        if compact:
+            keys = [k for k in keys if not any(k.endswith(f"_{label}") for label in self.labels)]
+        return keys
 
     def notes(self) -> list[str]:
         """Warnings a reader must see next to the numbers."""
@@ -220,7 +224,7 @@ class Reporter:
             table.add_row(name, *(str(v) for v in row))
         c.print(table)
         r = summary.results
-        keys = summary.metric_keys()
+        keys = summary.metric_keys(compact=True)
         table = Table(title="against baselines (validation split, 95% bootstrap intervals)", title_justify="left")
         table.add_column("model")
         for key in keys:
