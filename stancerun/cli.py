@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare")
+COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export")
 
 
 def _add_experiment(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="one leaderboard of runs, with intervals and significance")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     compare.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
+
+    export = sub.add_parser("export", help="write a standalone transformers model (LoRA merged) with a model card")
+    export.add_argument("run_dir", help="a run directory")
+    export.add_argument("out_dir", help="where the model goes (new or empty)")
+    export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights")
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser

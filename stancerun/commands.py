@@ -111,3 +111,15 @@ def compare(args) -> int:
     else:
         print_leaderboard(board)
     return 0
+
+
+def export(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from stancerun.export import export as export_model
+
+    out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge)
+    Console().print(f"[bold green]exported:[/] {out}  (transformers.pipeline(\"text-classification\", model=\"{out}\"))")
+    return 0

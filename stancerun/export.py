@@ -1,0 +1,95 @@
+"""`stancerun export RUN_DIR OUT_DIR [--merge]`: a standalone transformers model that
+`pipeline("text-classification", model=OUT_DIR)` loads offline, with a model card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from stancerun import artifacts, tomlio
+from stancerun.errors import UsageError
+
+
+def output_layer(model, num_labels: int):
+    """The last linear layer that produces the logits (classifier, classifier.out_proj, score...)."""
+    import torch
+
+    found = None
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features == num_labels:
+            found = module
+    if found is None:
+        raise UsageError("export: cannot find the classification layer to fold the temperature into")
+    return found
+
+
+def fold_temperature(model, num_labels: int, temperature: float) -> None:
+    """softmax(logits / T) == softmax of a layer whose weight and bias are divided by T: the
+    exported model then gives the calibrated probabilities with no stancerun code."""
+    import torch
+
+    if temperature == 1.0:
+        return
+    layer = output_layer(model, num_labels)
+    with torch.no_grad():
+        layer.weight.div_(temperature)
+        if layer.bias is not None:
+            layer.bias.div_(temperature)
+
+
+def model_card(run_dir: Path, info: dict, merged: bool) -> str:
+    config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    environment = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
+    final, intervals = results["final"], results.get("intervals", {}).get("final", {})
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [stancerun, stance]", "---", "",
+        f"# {config['name']}", "",
+        config.get("description") or "A text classifier fine-tuned with stancerun.", "",
+        f"- base model: `{info['base_model']}`; adapter: `{info['adapter']}`" + (" (merged into the weights)" if merged else ""),
+        f"- labels (id order): {', '.join(info['labels'])}",
+        f"- input: {'(' + info['text_pair_column'] + ', text) pairs' if info.get('text_pair_column') else 'text'}, "
+        f"truncated to {info['max_length']} tokens",
+    ]
+    if info.get("temperature", 1.0) != 1.0:
+        lines.append(f"- calibrated: temperature {info['temperature']:.4f} folded into the output layer")
+    lines += ["", "## Validation results", "", "| metric | value | 95% interval |", "|---|---:|---|"]
+    for key, value in final.items():
+        ci = intervals.get(key)
+        lines.append(f"| {key} | {value:.4f} | " + (f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci else "") + " |")
+    if "test" in results:
+        lines += ["", "## Test results", "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in results["test"].items()]
+    lines += ["", "## Data", "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| `{Path(path).name}` | `{digest}` |" for path, digest in environment.get("data_files", {}).items()]
+    lines += ["", "## Experiment", "", "```toml", tomlio.dumps(config).rstrip(), "```", "",
+              "## Use", "", "```python", "from transformers import pipeline", "",
+              "classify = pipeline(\"text-classification\", model=\"PATH\", top_k=None)",
+              "print(classify(\"...\"))" if not info.get("text_pair_column") else
+              "print(classify({\"text\": \"TARGET\", \"text_pair\": \"TEXT\"}))", "```", ""]
+    return "\n".join(lines)
+
+
+def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
+    if not (run_dir / "model").is_dir():
+        raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir}: exists and is not empty")
+    model, tokenizer, info = artifacts.load_model(run_dir / "model")
+    is_adapter = (run_dir / "model" / "adapter_config.json").is_file()
+    if is_adapter and not merge:
+        raise UsageError(f"{run_dir} holds a LoRA adapter: add --merge to write a standalone model "
+                         f"(the adapter alone is in {run_dir / 'model'})")
+    if is_adapter:
+        model = model.merge_and_unload()  # LoRA deltas added into the base weights; plain transformers from here
+    fold_temperature(model, len(info["labels"]), info.get("temperature", 1.0))
+
+    def fill(tmp: Path):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter))
+        artifacts.write_json(tmp / artifacts.MODEL_INFO, {**info, "temperature": 1.0, "exported_from": str(run_dir)})
+
+    artifacts.atomic_directory(out_dir, fill)
+    return out_dir
