@@ -182,19 +182,34 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, split: str) -> Evaluation:
-        """Logits for every example of a split, in the split's order, and the metrics on them."""
+        """Logits for every example of a split, in the split's order, and the metrics on them.
+        Each process scores its share of the batches; the logits are gathered with their
+        example indices, so every example counts exactly once whatever the process count."""
         model.eval()
         logits_parts, index_parts = [], []
         for batch in self.eval_loaders[split]:
             logits = model(**model_inputs(batch)).logits.float()
-            # gather_for_metrics drops the duplicates Accelerate adds to even out the last batch
-            logits, index = self.accelerator.gather_for_metrics((logits, batch["index"]))
+            index = batch["index"]
+            if self.accelerator.num_processes > 1:
+                # Batches differ in size across processes (length-sorted); pad to gather, drop
+                # the padding (index -1) below.
+                logits = self.accelerator.pad_across_processes(logits, dim=0)
+                index = self.accelerator.pad_across_processes(index, dim=0, pad_index=-1)
+                logits, index = self.accelerator.gather((logits, index))
             logits_parts.append(logits.cpu())
             index_parts.append(index.cpu())
         model.train()
         encoded = self.encoded[split]
+        index, gathered = torch.cat(index_parts).numpy(), torch.cat(logits_parts).numpy()
+        # Every example exactly once, back in input order: Accelerate repeats a few examples
+        # to even out the processes' batches, and padding rows carry index -1.
+        keep = index >= 0
+        index, gathered = index[keep], gathered[keep]
+        index, first = np.unique(index, return_index=True)
+        if len(index) != len(encoded):
+            raise RuntimeError(f"evaluation saw {len(index)} of {len(encoded)} {split} examples")
         logits = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
-        logits[torch.cat(index_parts).numpy()] = torch.cat(logits_parts).numpy()  # back to input order
+        logits[index] = gathered[first]
         labels = np.asarray(encoded.labels)
         loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
         metrics = {"loss": loss, **self.c.metric_fn(EvalPrediction(logits, labels, self.labels))}

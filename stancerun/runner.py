@@ -11,14 +11,18 @@ from stancerun.report import Reporter, Summary, markdown
 
 
 def make_accelerator(training):
+    import os
+
     import torch
     from accelerate import Accelerator
 
     precision = training.mixed_precision
     if precision == "fp16" and not torch.cuda.is_available():
         precision = "no"  # fp16 autocast needs a GPU; bf16 also works on CPUs
+    # Accelerate only sets up a multi-process CPU run (gloo) when told it is on the CPU.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=training.gradient_accumulation_steps,
-                       dynamo_backend="inductor" if training.torch_compile else None)
+                       dynamo_backend="inductor" if training.torch_compile else None, cpu=multi_cpu)
 
 
 def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_run: bool = False, registry=None,
