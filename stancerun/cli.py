@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export")
+COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export", "resume")
 
 
 def _add_experiment(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="one leaderboard of runs, with intervals and significance")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     compare.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its last complete checkpoint")
+    resume.add_argument("run_dir", help="the interrupted run's directory")
 
     export = sub.add_parser("export", help="write a standalone transformers model (LoRA merged) with a model card")
     export.add_argument("run_dir", help="a run directory")

@@ -123,3 +123,12 @@ def export(args) -> int:
     out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge)
     Console().print(f"[bold green]exported:[/] {out}  (transformers.pipeline(\"text-classification\", model=\"{out}\"))")
     return 0
+
+
+def resume(args) -> int:
+    from pathlib import Path
+
+    from stancerun.runner import resume_run
+
+    resume_run(Path(args.run_dir))
+    return 0

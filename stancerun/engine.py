@@ -7,8 +7,11 @@ Accelerate places the model and shards the batches; evaluation gathers predictio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stancerun import artifacts
+from stancerun import artifacts, checkpoint
 from stancerun.batching import (Collator, IndexDataset, LengthBucketBatches, encode_examples, model_inputs,
                                 sorted_batches)
 from stancerun.config import Experiment, build
@@ -235,17 +238,11 @@ class Trainer:
             self.best_metric, self.best_step = value, self.run.global_step
             if self.training.load_best_model_at_end:
                 # Only trainable weights change; copying them (LoRA: ~1% of the model) is cheap.
-                unwrapped = self.accelerator.unwrap_model(model)
-                self.best_state = {n: p.detach().to("cpu", copy=True) for n, p in unwrapped.named_parameters() if p.requires_grad}
+                self.best_state = checkpoint.trainable_state(self.accelerator.unwrap_model(model))
 
     def restore_best(self, model) -> None:
-        if self.best_state is None:
-            return
-        unwrapped = self.accelerator.unwrap_model(model)
-        params = dict(unwrapped.named_parameters())
-        with torch.no_grad():
-            for name, value in self.best_state.items():
-                params[name].copy_(value.to(params[name].device))
+        if self.best_state is not None:
+            checkpoint.load_trainable(self.accelerator.unwrap_model(model), self.best_state)
 
     # -- logging ------------------------------------------------------------------------
     def record(self, kind: str, values: dict) -> None:
@@ -261,18 +258,55 @@ class Trainer:
                 method(self.run, *args)
 
     # -- checkpoints --------------------------------------------------------------------
-    def save_checkpoint(self, model) -> None:
+    def save_checkpoint(self, model, optimizer, scheduler) -> None:
+        """Everything resume needs, at the current position (see stancerun.checkpoint)."""
         if self.run_dir is None:
             return
         self.accelerator.wait_for_everyone()
         target = self.run_dir / "checkpoints" / f"step-{self.run.global_step}"
         if self.accelerator.is_main_process:
-            unwrapped = self.accelerator.unwrap_model(model)
             state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
-                     "best_step": self.best_step}
-            artifacts.save_model(unwrapped, self.c.loaded.tokenizer, target, {**self.model_info(), "trainer_state": state})
+                     "best_step": self.best_step, "should_stop": self.run.should_stop, **self.position,
+                     "scheduler": scheduler.state_dict(),
+                     "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.c.callbacks]}
+            checkpoint.save(target, self.accelerator.unwrap_model(model), optimizer, state, self.best_state)
             self.prune_checkpoints()
         self.callback("on_save", target)
+
+    def restore(self, saved: dict, model, optimizer, scheduler) -> dict:
+        """Put weights, optimizer, scheduler, bookkeeping and callbacks back as they were saved."""
+        checkpoint.load_trainable(self.accelerator.unwrap_model(model), saved["trainable"])
+        checkpoint.load_optimizer(optimizer, saved["optimizer"], saved["optimizer_param_groups"])
+        scheduler.load_state_dict(saved["scheduler"])
+        self.run.global_step, self.run.epoch = saved["global_step"], saved["epoch"]
+        self.run.should_stop = saved["should_stop"]
+        self.best_metric, self.best_step, self.best_state = saved["best_metric"], saved["best_step"], saved["best"]
+        for cb, state in zip(self.c.callbacks, saved["callbacks"]):
+            if state is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state)
+        if self.run_dir is not None and (self.run_dir / "metrics.jsonl").is_file():
+            # Lines written after the checkpoint belong to the run that was killed.
+            lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            self.history = [e for e in map(json.loads, lines) if e["type"] != "final" and e["step"] <= self.run.global_step]
+        return {k: saved[k] for k in ("epoch_index", "batches_done", "running_loss", "samples", "elapsed", "last_eval_step")}
+
+    @contextlib.contextmanager
+    def signals_saved(self):
+        """SIGINT/SIGTERM finish the current step, save a checkpoint and stop (exit 130)."""
+        self.interrupted = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.interrupted = signal.Signals(signum).name
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def prune_checkpoints(self) -> None:
         limit = self.training.save_total_limit
@@ -297,12 +331,13 @@ class Trainer:
                 "trust_remote_code": config["model"].get("trust_remote_code", False)}
 
     # -- the loop -----------------------------------------------------------------------
-    def fit(self) -> dict:
+    def fit(self, resume_from: Path | None = None) -> dict:
+        """Train; with ``resume_from`` (a checkpoint directory), continue exactly where it was saved."""
         acc, t = self.accelerator, self.training
         train_loader, train_batches = self.loaders()
         model = self.c.model
         optimizer = make_optimizer(model, t)
-        _, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
+        per_epoch, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
         # The scheduler is stepped by us once per optimizer update, so it is not prepared
         # (a prepared scheduler steps once per process).
         scheduler = make_scheduler(optimizer, t, total_steps)
@@ -310,65 +345,95 @@ class Trainer:
         self.eval_loaders = {name: acc.prepare(loader) for name, loader in self.eval_loaders.items()}
 
         self.reporter.plan(self, total_steps, epochs)
+        # The untrained model is scored on resume too: the fresh weights are the same (same seed).
         baseline = self.evaluate(model, "validation")
         self.check_metric_exists(baseline.metrics)
-        self.record("baseline", {f"eval_{k}": v for k, v in baseline.metrics.items()})
-        self.reporter.evaluation("baseline (before training)", baseline.metrics)
+        position = {"epoch_index": 0, "batches_done": 0, "running_loss": 0.0, "samples": 0, "elapsed": 0.0,
+                    "last_eval_step": None}
+        saved = None
+        if resume_from is None:
+            self.record("baseline", {f"eval_{k}": v for k, v in baseline.metrics.items()})
+            self.reporter.evaluation("baseline (before training)", baseline.metrics)
+        else:
+            saved = checkpoint.load(resume_from)
+            position = self.restore(saved, model, optimizer, scheduler)
+            self.reporter.console.print(f"[bold]resuming[/] from {resume_from.name} (step {self.run.global_step})")
 
         eval_every = t.eval_steps or t.logging_steps
         self.callback("on_train_begin")
         model.train()
-        running_loss = torch.zeros((), device=acc.device)
-        micro_batches, started, samples = 0, time.perf_counter(), 0
+        running_loss = torch.full((), position["running_loss"], device=acc.device)
+        samples = position["samples"]
+        started = time.perf_counter() - position["elapsed"]
         progress = self.reporter.progress(total_steps)
-        last_eval_step = None
-        for epoch in range(epochs):
-            train_batches.set_epoch(epoch)
-            for batch in train_loader:
-                with acc.accumulate(model):
-                    out = model(**model_inputs(batch), labels=batch["labels"])
-                    acc.backward(out.loss)
-                    if acc.sync_gradients and t.max_grad_norm > 0:
-                        acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                # No .item() here: reading the loss every step would sync the device.
-                running_loss += out.loss.detach() / t.gradient_accumulation_steps
-                micro_batches += 1
-                samples += batch["labels"].shape[0]
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                self.run.global_step += 1
-                self.run.epoch = epoch + micro_batches / max(1, len(train_loader))
-                step = self.run.global_step
-                if step % t.logging_steps == 0 or step == total_steps:
-                    steps_in_window = step % t.logging_steps or t.logging_steps
-                    logs = {"loss": acc.reduce(running_loss, "mean").item() / steps_in_window,
-                            "learning_rate": scheduler.get_last_lr()[0]}
-                    running_loss.zero_()
-                    self.record("train", logs)
-                    self.callback("on_log", logs)
-                    progress.update(step, logs)
-                else:
-                    progress.update(step)
-                if t.eval_strategy == "steps" and step % eval_every == 0:
+        progress.update(self.run.global_step)
+        last_eval_step = position["last_eval_step"]
+        start_epoch, skip = position["epoch_index"], position["batches_done"]
+        if saved is not None and skip == 0:
+            checkpoint.set_rng_state(saved["rng"], saved["rng_tensors"])  # before the epoch's loader draws its seed
+        self.position = {}
+        with self.signals_saved():
+            for epoch in range(start_epoch, epochs):
+                train_batches.set_epoch(epoch)
+                micro_batches = 0
+                for batch in train_loader:
+                    if epoch == start_epoch and micro_batches < skip:
+                        micro_batches += 1  # already trained on before the checkpoint
+                        continue
+                    if saved is not None:
+                        checkpoint.set_rng_state(saved["rng"], saved["rng_tensors"])  # dropout continues as it was
+                        saved = None
+                    with acc.accumulate(model):
+                        out = model(**model_inputs(batch), labels=batch["labels"])
+                        acc.backward(out.loss)
+                        if acc.sync_gradients and t.max_grad_norm > 0:
+                            acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    # No .item() here: reading the loss every step would sync the device.
+                    running_loss += out.loss.detach() / t.gradient_accumulation_steps
+                    micro_batches += 1
+                    samples += batch["labels"].shape[0]
+                    if not acc.sync_gradients:
+                        continue
+                    scheduler.step()
+                    self.run.global_step += 1
+                    self.run.epoch = epoch + micro_batches / max(1, len(train_loader))
+                    step = self.run.global_step
+                    if step % t.logging_steps == 0 or step == total_steps:
+                        steps_in_window = step % t.logging_steps or t.logging_steps
+                        logs = {"loss": acc.reduce(running_loss, "mean").item() / steps_in_window,
+                                "learning_rate": scheduler.get_last_lr()[0]}
+                        running_loss.zero_()
+                        self.record("train", logs)
+                        self.callback("on_log", logs)
+                        progress.update(step, logs)
+                    else:
+                        progress.update(step)
+                    if t.eval_strategy == "steps" and step % eval_every == 0:
+                        self.evaluation_step(model)
+                        last_eval_step = step
+                    self.position = {"epoch_index": epoch, "batches_done": micro_batches, "samples": samples,
+                                     "running_loss": running_loss.item(), "last_eval_step": last_eval_step,
+                                     "elapsed": time.perf_counter() - started}
+                    if (t.save_strategy == "steps" and step % t.save_steps == 0) or self.interrupted:
+                        self.save_checkpoint(model, optimizer, scheduler)
+                    if self.interrupted:
+                        raise KeyboardInterrupt(f"stopped by signal {self.interrupted} after saving step {step}")
+                    if self.run.should_stop or step >= total_steps:
+                        break
+                else:  # the epoch ran to its end
+                    self.run.epoch = float(epoch + 1)
+                if t.eval_strategy == "epoch" and last_eval_step != self.run.global_step:
                     self.evaluation_step(model)
-                    last_eval_step = step
-                if t.save_strategy == "steps" and step % t.save_steps == 0:
-                    self.save_checkpoint(model)
-                if self.run.should_stop or step >= total_steps:
+                    last_eval_step = self.run.global_step
+                self.position = {"epoch_index": epoch + 1, "batches_done": 0, "samples": samples,
+                                 "running_loss": running_loss.item(), "last_eval_step": last_eval_step,
+                                 "elapsed": time.perf_counter() - started}
+                if t.save_strategy == "epoch":
+                    self.save_checkpoint(model, optimizer, scheduler)
+                if self.run.should_stop or self.run.global_step >= total_steps:
                     break
-            else:  # the epoch ran to its end
-                self.run.epoch = float(epoch + 1)
-            micro_batches = 0
-            if t.eval_strategy == "epoch" and last_eval_step != self.run.global_step:
-                self.evaluation_step(model)
-                last_eval_step = self.run.global_step
-            if t.save_strategy == "epoch":
-                self.save_checkpoint(model)
-            if self.run.should_stop or self.run.global_step >= total_steps:
-                break
         runtime = time.perf_counter() - started
         progress.close()
         stopped_early = self.run.should_stop

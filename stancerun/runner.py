@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stancerun import artifacts
+from stancerun import artifacts, checkpoint, tomlio
 from stancerun.config import Experiment
+from stancerun.errors import UsageError
 from stancerun.report import Reporter, Summary, markdown
 
 
@@ -26,9 +27,10 @@ def make_accelerator(training):
 
 
 def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_run: bool = False, registry=None,
-                   splits=None, quiet: bool = False) -> Path | None:
+                   splits=None, quiet: bool = False, resume: Path | None = None) -> Path | None:
     """Train, evaluate and save; return the run directory (None for a dry run).
-    ``splits`` replaces the dataset's own (cross-validation); ``quiet`` prints nothing."""
+    ``splits`` replaces the dataset's own (cross-validation); ``quiet`` prints nothing;
+    ``resume`` is an interrupted run's directory, continued from its last checkpoint."""
     from accelerate.utils import broadcast_object_list, set_seed
 
     from stancerun.engine import Trainer, build_components, plan_steps
@@ -42,8 +44,8 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     set_seed(experiment.config["seed"])  # before the head is initialised
     components = build_components(experiment, registry, splits)
 
-    run_dir = None
-    if not dry_run:
+    run_dir = resume
+    if not dry_run and resume is None:
         # The main process names the run directory; every process uses that name.
         holder = [str(artifacts.new_run_dir(experiment.config["output_dir"], experiment.name, output_dir))
                   if accelerator.is_main_process else None]
@@ -60,11 +62,12 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
 
     env = None
     if accelerator.is_main_process:
-        artifacts.atomic_write(run_dir / "config.toml", experiment.to_toml())
         env = artifacts.environment(accelerator, experiment, components.splits.files, registry)
-        artifacts.write_json(run_dir / "environment.json", env)
+        if resume is None:
+            artifacts.atomic_write(run_dir / "config.toml", experiment.to_toml())
+            artifacts.write_json(run_dir / "environment.json", env)
     trainer = Trainer(experiment, components, accelerator, run_dir, reporter)
-    outcome = trainer.fit()
+    outcome = trainer.fit(resume_from=checkpoint.latest(run_dir) if resume is not None else None)
     results = outcome["results"]
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -152,3 +155,15 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
         figures["reliability"] = "plots/reliability.png"
         added["plots"] = figures
     return added
+
+
+def resume_run(run_dir: Path, registry=None) -> Path:
+    """Continue an interrupted run from its newest complete checkpoint, with its own resolved config."""
+    if not (run_dir / "config.toml").is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no config.toml)")
+    if (run_dir / "results.json").is_file():
+        raise UsageError(f"{run_dir}: this run finished; nothing to resume")
+    if checkpoint.latest(run_dir) is None:
+        raise UsageError(f"{run_dir}: no complete checkpoint to resume from (save_strategy may be \"no\")")
+    experiment = Experiment(run_dir / "config.toml", tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8")))
+    return run_experiment(experiment, registry=registry, resume=run_dir)

@@ -33,6 +33,13 @@ class EarlyStopping:
             if self.bad_evaluations >= self.patience:
                 run.should_stop = True
 
+    # Saved in checkpoints, so a resumed run stops where the uninterrupted one would.
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_evaluations": self.bad_evaluations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_evaluations = state["best"], state["bad_evaluations"]
+
 
 def early_stopping(*, patience: Annotated[int, Range(ge=1)] = 2, threshold: Annotated[float, Range(ge=0)] = 0.0,
                    metric: str | None = None):

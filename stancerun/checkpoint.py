@@ -1,0 +1,104 @@
+"""Training checkpoints that `stancerun resume` continues from, exactly.
+
+A checkpoint holds everything that changes during training, in safetensors and JSON only
+(nothing is unpickled on resume): the trainable weights, the optimizer's moments, the best
+weights so far, the RNG states, and the loop's position and bookkeeping. It is written under
+a temporary name and renamed, so a checkpoint is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from stancerun import artifacts
+
+STATE = "trainer_state.json"
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model, tensors: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in tensors if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint does not fit the model: unknown parameters {missing[:3]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value.to(params[name].device))
+
+
+def optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    state = optimizer.state_dict()
+    tensors = {f"{pid}.{key}": value.detach().to("cpu").contiguous()
+               for pid, entry in state["state"].items() for key, value in entry.items() if torch.is_tensor(value)}
+    return tensors, state["param_groups"]
+
+
+def load_optimizer(optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    return {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}, tensors
+
+
+def set_rng_state(plain: dict, tensors: dict[str, torch.Tensor]) -> None:
+    version, values, gauss = plain["python"]
+    random.setstate((version, tuple(values), gauss))
+    kind, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save(target: Path, model, optimizer, state: dict, best: dict | None) -> None:
+    """One complete checkpoint directory, written atomically."""
+    weights = trainable_state(model)
+    moments, groups = optimizer_tensors(optimizer)
+    plain_rng, rng_tensors = rng_state()
+
+    def fill(tmp: Path):
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        save_file(moments, str(tmp / "optimizer.safetensors"))
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        if best is not None:
+            save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
+        artifacts.write_json(tmp / STATE, {**state, "optimizer_param_groups": groups, "rng": plain_rng})
+
+    artifacts.atomic_directory(target, fill)
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint (temporary directories start with a dot and are ignored)."""
+    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / STATE).is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
+
+
+def load(path: Path) -> dict:
+    state = json.loads((path / STATE).read_text(encoding="utf-8"))
+    state["trainable"] = load_file(str(path / "trainable.safetensors"))
+    state["optimizer"] = load_file(str(path / "optimizer.safetensors"))
+    state["rng_tensors"] = load_file(str(path / "rng.safetensors"))
+    state["best"] = load_file(str(path / "best.safetensors")) if (path / "best.safetensors").is_file() else None
+    return state

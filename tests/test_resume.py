@@ -1,0 +1,129 @@
+"""Resume after a crash: a run killed at any moment continues from its last complete
+checkpoint and ends exactly where the uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_experiment
+from stancerun.cli import main
+from stancerun.config import load_experiment
+from stancerun.runner import resume_run, run_experiment
+
+KILLER = '''
+import os, signal
+from pathlib import Path
+import stancerun
+
+class Killer:
+    def __init__(self, at_step, sig, marker):
+        self.at_step, self.sig, self.marker = at_step, sig, Path(marker)
+
+    def on_log(self, run, logs):
+        if run.global_step == self.at_step and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), getattr(signal, self.sig))
+
+def killer(*, at_step: int, sig: str = "SIGKILL", marker: str):
+    return Killer(at_step, sig, marker)
+
+@stancerun.hookimpl
+def stancerun_register_callbacks(register):
+    register("killer", killer)
+'''
+
+DRIVER = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import killer_plugin
+from stancerun import plugins
+from stancerun.plugins import build_registry, discover
+plugins._registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()]
+                                   + [("killer", killer_plugin, "tests", "0")])
+from stancerun.cli import main
+raise SystemExit(main(sys.argv[2:]))
+'''
+
+
+@pytest.fixture
+def killer(tmp_path, monkeypatch):
+    (tmp_path / "killer_plugin.py").write_text(KILLER)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    import killer_plugin
+    from stancerun import plugins
+    from stancerun.plugins import build_registry, discover
+
+    importlib.reload(killer_plugin)
+    registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()] + [("killer", killer_plugin, "tests", "0")])
+    monkeypatch.setattr(plugins, "_registry", registry)
+    return registry
+
+
+def experiment_file(tmp_path, tiny_bert, sig):
+    extra = textwrap.dedent(f"""
+        [[callbacks]]
+        use = "early_stopping"
+        patience = 4
+
+        [[callbacks]]
+        use = "killer"
+        at_step = 7
+        sig = "{sig}"
+        marker = "{tmp_path / 'killed'}"
+
+        [evaluation]
+        bootstrap_resamples = 200
+        plots = false
+        """)
+    path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
+    overrides = ["training.logging_steps=1", "training.save_strategy=steps", "training.save_steps=3",
+                 "training.eval_strategy=steps", "training.eval_steps=4", "training.learning_rate=2e-3"]
+    return path, overrides
+
+
+def launch(tmp_path, path, overrides, out):
+    args = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path), "run", str(path), "--output-dir", str(out)]
+    for item in overrides:
+        args += ["--set", item]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_bert, stance_data, killer):
+    path, overrides = experiment_file(tmp_path, tiny_bert, "SIGKILL")
+    done = launch(tmp_path, path, overrides, tmp_path / "killed-run")
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    run = tmp_path / "killed-run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == ["step-3", "step-6"]
+    assert not (run / "results.json").exists()
+    # step 7 of 9 in the first epoch: the resume starts mid-epoch from step 6
+    resume_run(run, registry=killer)
+
+    straight = run_experiment(load_experiment(path, overrides, registry=killer), output_dir=str(tmp_path / "straight"),
+                              registry=killer)
+    resumed, reference = (json.loads((d / "results.json").read_text()) for d in (run, straight))
+    assert resumed["final"] == reference["final"]
+    assert resumed["train"]["global_step"] == reference["train"]["global_step"]
+    assert resumed["train"]["best_step"] == reference["train"]["best_step"]
+    assert (run / "predictions.csv").read_text() == (straight / "predictions.csv").read_text()
+    lines = lambda d: [(e["type"], e["step"]) for e in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    assert lines(run) == lines(straight)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_130(tmp_path, tiny_bert, stance_data, killer):
+    path, overrides = experiment_file(tmp_path, tiny_bert, "SIGTERM")
+    done = launch(tmp_path, path, overrides, tmp_path / "run")
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "step-7" / "trainer_state.json").is_file()
+    assert main(["resume", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["train"]["global_step"] > 7
+    assert main(["resume", str(tmp_path / "run")]) == 2  # finished: nothing to resume
