@@ -46,7 +46,11 @@ def run(args) -> int:
 
     experiment = load_experiment(args.experiment, args.overrides)
     evaluation = experiment.evaluation
-    if (evaluation.cv_folds or evaluation.seeds) and not args.dry_run:
+    if "sweep" in experiment.config and not args.dry_run:
+        from stancerun.sweep import run_sweep
+
+        run_sweep(experiment, output_dir=args.output_dir)
+    elif (evaluation.cv_folds or evaluation.seeds) and not args.dry_run:
         run_repeated(experiment, output_dir=args.output_dir)
     else:
         run_experiment(experiment, output_dir=args.output_dir, dry_run=args.dry_run)
@@ -129,6 +133,11 @@ def resume(args) -> int:
     from pathlib import Path
 
     from stancerun.runner import resume_run
+    from stancerun.sweep import PLAN, resume_sweep
 
-    resume_run(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    if (run_dir / PLAN).is_file():
+        resume_sweep(run_dir)
+    else:
+        resume_run(run_dir)
     return 0

@@ -15,7 +15,7 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from stancerun import tomlio
 from stancerun.errors import ConfigError, Problem, did_you_mean
@@ -282,12 +282,12 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
     """Check a merged experiment; raise :class:`ConfigError` with every problem found."""
     v = Validator(origins, source)
     fixed = {"training": TrainingConfig, "evaluation": EvaluationConfig}
-    known = [f.name for f in dataclasses.fields(TopLevel)] + list(fixed) + list(COMPONENT_SECTIONS)
+    known = [f.name for f in dataclasses.fields(TopLevel)] + list(fixed) + list(COMPONENT_SECTIONS) + ["sweep"]
     top = {}
     for key in data:
         if key not in known:
             v.add((key,), "unknown key", did_you_mean(key, known) or f"accepted: {', '.join(known)}")
-        elif key not in (*fixed, *COMPONENT_SECTIONS):
+        elif key not in (*fixed, *COMPONENT_SECTIONS, "sweep"):
             top[key] = data[key]
     config = v.bind(top, TopLevel, ())
     if config.get("name") is None:
@@ -317,11 +317,43 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
             for key, message in schema(**config[section]).problems():
                 v.add((section, key), message)
 
+    if "sweep" in data:
+        config["sweep"] = check_sweep(v, data["sweep"])
     if v.problems:
         raise ConfigError(v.problems, show_file(source))
     order = ["name", "description", "seed", "output_dir", "data", "model", "adapter", "training", "evaluation", "metrics",
-             "callbacks"]
-    return Experiment(source, {k: config[k] for k in order if k in config})
+             "callbacks", "sweep"]
+    experiment = Experiment(source, {k: config[k] for k in order if k in config})
+    if "sweep" in experiment.config:
+        from stancerun.sweep import child_experiments
+
+        child_experiments(experiment, registry)  # every combination must validate before anything runs
+    return experiment
+
+
+def check_sweep(v: Validator, table) -> dict:
+    """[sweep]: settings plus "dotted.key" = [values]; each combination is validated afterwards."""
+    if not isinstance(table, dict):
+        v.add(("sweep",), f"expected a table of \"dotted.key\" = [values], got {table!r}")
+        return {}
+    settings = {"mode": (Literal["grid", "random"], "grid"), "trials": (int, 0), "seed": (int, 0)}
+    resolved = {}
+    for key, (annotation, default) in settings.items():
+        try:
+            resolved[key] = check(table.get(key, default), annotation)
+        except Invalid as error:
+            v.add(("sweep", key), error.message)
+    params = {k: value for k, value in table.items() if k not in settings}
+    if not params:
+        v.add(("sweep",), "no parameters to sweep: add \"dotted.key\" = [values], e.g. \"adapter.r\" = [4, 8]")
+    for key, values in params.items():
+        if not isinstance(values, list) or not values:
+            v.add(("sweep", key), f"expected a non-empty list of values, got {values!r}")
+        elif key.split(".")[0] not in COMPONENT_SECTIONS and key.split(".")[0] not in ("training", "evaluation", "seed"):
+            v.add(("sweep", key), "expected a dotted key into [data], [model], [adapter], [training], [evaluation] or seed")
+    if resolved.get("mode") == "random" and resolved.get("trials", 0) < 1:
+        v.add(("sweep", "trials"), "random mode needs trials >= 1")
+    return {**resolved, **params}
 
 
 def load_experiment(path: str | Path, overrides: list[str] = (), registry: Registry | None = None) -> Experiment:
