@@ -246,9 +246,11 @@ class Reporter:
                     table.add_row(group, *(fmt(values[col]) for col in columns))
                 c.print(table)
         if "test" in r:
-            test_intervals = r.get("intervals", {}).get("test", {})
-            c.print("[bold]test split (final model):[/] " + ", ".join(
-                f"{k} {with_interval(v, test_intervals.get(k))}" for k, v in r["test"].items() if k != "loss"))
+            intervals = r.get("intervals", {})
+            for name, metrics in [("final model", r["test"])] + list(r.get("test_baselines", {}).items()):
+                ci = intervals.get("test" if name == "final model" else f"test_{name}", {})
+                c.print(f"[bold]test split ({name}):[/] " + ", ".join(
+                    f"{k} {with_interval(v, ci.get(k))}" for k, v in metrics.items() if k in keys))
         cal = r.get("calibration")
         if cal:
             line = f"calibration: ECE {cal['ece_before']:.3f}"
@@ -322,9 +324,13 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
             lines += ["", f"## {title}", "", "| group | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
             lines += [f"| {g} | " + " | ".join(fmt(v[c]) for c in columns) + " |" for g, v in groups.items()]
     if "test" in r:
-        test_intervals = r.get("intervals", {}).get("test", {})
-        lines += ["", "## Test split (final model)", "", "| metric | value [95% interval] |", "|---|---:|"]
-        lines += [f"| {k} | {with_interval(v, test_intervals.get(k))} |" for k, v in r["test"].items()]
+        intervals = r.get("intervals", {})
+        rows = [("fine-tuned", r["test"], intervals.get("test", {}))]
+        rows += [(name, m, intervals.get(f"test_{name}", {})) for name, m in r.get("test_baselines", {}).items()]
+        lines += ["", "## Test split", "", "Brackets: 95% bootstrap interval.", "",
+                  "| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        lines += [f"| {name} | " + " | ".join(with_interval(m[k], ci.get(k)) for k in keys if k in m) + " |"
+                  for name, m, ci in rows]
     cal = r.get("calibration")
     if cal:
         lines += ["", "## Calibration", "", f"Expected calibration error (15 bins) on validation: {cal['ece_before']:.4f}"

@@ -133,6 +133,12 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
     if outcome["test"] is not None:
         test = outcome["test"]
         added["intervals"]["test"] = analysis.score(test.logits, test.labels, names, metric_fn, ev).intervals
+        # The baselines on the test split too: the honest comparison, untouched by model selection.
+        added["test_baselines"] = {}
+        for name, logits in run_baselines(ev.baselines, splits.train, splits.test, len(names), experiment.config["seed"]).items():
+            scored_test = analysis.score(logits, test.labels, names, metric_fn, ev)
+            added["test_baselines"][name] = scored_test.metrics
+            added["intervals"][f"test_{name}"] = scored_test.intervals
         test_cal = stats.reliability(stats.softmax(test.logits), test.labels).ece
         added["calibration"]["test_ece_before"] = test_cal
         if ev.calibrate:
