@@ -95,8 +95,12 @@ def make_optimizer(model, training):
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    params = [p for g in groups for p in g["params"]]
+    # The fused kernel (one pass over all parameters) where every parameter's device has one.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                for p in params)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=training.learning_rate,
-                             betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon)
+                             betas=(training.adam_beta1, training.adam_beta2), eps=training.adam_epsilon, fused=fused)
 
 
 def make_scheduler(optimizer, training, total_steps: int):

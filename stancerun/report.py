@@ -127,7 +127,8 @@ class NullProgress:
 class LiveProgress:
     def __init__(self, console: Console, total: int):
         self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+                                 refresh_per_second=2)  # redraws cost CPU the training loop wants
         self.task = self.progress.add_task("train", total=total, info="")
         self.progress.start()
 

@@ -179,7 +179,7 @@ def test_early_stopping_stops_and_best_model_is_restored(tmp_path, tiny_bert, st
 
 def test_best_model_restore_returns_to_the_best_evaluation(tmp_path, tiny_bert, stance_data):
     # A huge learning rate makes later evaluations worse than an early one.
-    run = train(tmp_path, tiny_bert, "full", overrides=["training.learning_rate=0.5", "training.eval_strategy=steps",
+    run = train(tmp_path, tiny_bert, "full", overrides=["training.learning_rate=0.2", "training.eval_strategy=steps",
                                                         "training.eval_steps=3", "training.metric_for_best_model=loss"])
     results = json.loads((run / "results.json").read_text())
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
