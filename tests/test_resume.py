@@ -127,3 +127,16 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(tmp_path, tiny_bert, stance_da
     assert main(["resume", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "results.json").read_text())["train"]["global_step"] > 7
     assert main(["resume", str(tmp_path / "run")]) == 2  # finished: nothing to resume
+
+
+def test_save_total_limit_never_deletes_the_best_checkpoint(tmp_path, tiny_bert, stance_data):
+    extra = "[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
+    path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
+    # A huge learning rate: the best evaluation (lowest loss) comes early, later ones are worse.
+    overrides = ["training.learning_rate=0.2", "training.eval_strategy=steps", "training.eval_steps=3",
+                 "training.save_strategy=steps", "training.save_steps=3", "training.save_total_limit=1",
+                 "training.metric_for_best_model=loss"]
+    run = run_experiment(load_experiment(path, overrides), output_dir=str(tmp_path / "run"))
+    best = json.loads((run / "results.json").read_text())["train"]["best_step"]
+    kept = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").iterdir())
+    assert best != 27 and kept == sorted({best, 27})
