@@ -167,6 +167,51 @@ def save_model(model, tokenizer, target: Path, info: dict) -> None:
     atomic_directory(target, fill)
 
 
+def merge_lora(model, model_dir: Path) -> bool:
+    """Add a saved LoRA adapter into the base weights (W += alpha/r * B @ A) and put the saved
+    head layers in place, without importing peft (which takes seconds to import; this is what
+    makes `stancerun predict` start fast). Only plain LoRA on linear layers, as the built-in
+    adapter writes it; anything else returns False and peft loads it."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    plain = (config.get("peft_type") == "LORA" and not config.get("use_dora") and not config.get("rank_pattern")
+             and not config.get("alpha_pattern") and config.get("bias", "none") == "none"
+             and not config.get("fan_in_fan_out") and not config.get("layer_replication"))
+    weights_file = model_dir / "adapter_model.safetensors"
+    if not plain or not weights_file.is_file():
+        return False
+    r = config["r"]
+    scale = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+    weights = {k.removeprefix("base_model.model."): v for k, v in load_file(str(weights_file)).items()}
+    params = dict(model.named_parameters())
+    updates = {}
+    for key, value in weights.items():
+        if key.endswith(".lora_A.weight"):
+            module = key.removesuffix(".lora_A.weight")
+            b = weights.get(f"{module}.lora_B.weight")
+            if b is None or f"{module}.weight" not in params:
+                return False
+            updates[f"{module}.weight"] = ("add", scale * (b.float() @ value.float()))
+        elif key.endswith(".lora_B.weight"):
+            continue
+        elif key in params:
+            updates[key] = ("set", value)  # a head layer saved whole (modules_to_save)
+        else:
+            return False
+    with torch.no_grad():
+        for name, (how, value) in updates.items():
+            target = params[name]
+            if how == "add":
+                target.add_(value.to(target.dtype))
+            else:
+                target.copy_(value.to(target.dtype))
+    return True
+
+
 def load_model(model_dir: Path, device: str | None = None):
     """A saved run's model and tokenizer, from the run's model/ directory alone."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -185,11 +230,12 @@ def load_model(model_dir: Path, device: str | None = None):
     remote = info.get("trust_remote_code", False)
     with quiet_loading():
         if (model_dir / "adapter_config.json").is_file():
-            from peft import PeftModel
+            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(info["base_model"]),
+                                                                       trust_remote_code=remote, **label_kwargs)
+            if not merge_lora(model, model_dir):
+                from peft import PeftModel
 
-            base = AutoModelForSequenceClassification.from_pretrained(resolve_model(info["base_model"]),
-                                                                      trust_remote_code=remote, **label_kwargs)
-            model = PeftModel.from_pretrained(base, model_dir)  # the head comes back from modules_to_save
+                model = PeftModel.from_pretrained(model, model_dir)  # the head comes back from modules_to_save
         else:
             model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=remote, **label_kwargs)
     model.eval()

@@ -103,6 +103,11 @@ def assert_same_predictions(run: Path, predicted: list[dict]):
 def test_predict_in_a_fresh_process_reproduces_predictions(tmp_path, tiny_bert, stance_data, adapter):
     run = train(tmp_path, tiny_bert, adapter)
     assert_same_predictions(run, predict_subprocess(run, tmp_path / "out.csv"))
+    # a LoRA adapter is merged into the base weights at load time: peft (seconds to import) stays out
+    probe = (f"import sys; from stancerun.artifacts import load_model; load_model(__import__('pathlib').Path({str(run / 'model')!r}));"
+             "print('peft' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
 
 
 def test_distilbert_lora_round_trip_saves_every_new_head_layer(tmp_path, tiny_distilbert, stance_data):
