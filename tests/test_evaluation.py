@@ -4,7 +4,6 @@ checks, cross-validation, seeds, evaluate and compare."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,9 +142,9 @@ def test_seeds_repeat_the_run(tmp_path, tiny_bert, stance_data):
                           output_dir=str(tmp_path / "seeds"))
     summary = json.loads((parent / "summary.json").read_text())
     assert summary["runs"] == ["seed-1", "seed-2"]
-    seeds = [json.loads((parent / d / "environment.json").read_text()) and
-             __import__("stancerun.tomlio", fromlist=["loads"]).loads((parent / d / "config.toml").read_text())["seed"]
-             for d in summary["runs"]]
+    from stancerun import tomlio
+
+    seeds = [tomlio.loads((parent / d / "config.toml").read_text())["seed"] for d in summary["runs"]]
     assert seeds == [1, 2]
 
 
