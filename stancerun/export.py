@@ -80,8 +80,9 @@ def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
     if is_adapter and not merge:
         raise UsageError(f"{run_dir} holds a LoRA adapter: add --merge to write a standalone model "
                          f"(the adapter alone is in {run_dir / 'model'})")
-    if is_adapter:
-        model = model.merge_and_unload()  # LoRA deltas added into the base weights; plain transformers from here
+    if is_adapter and hasattr(model, "merge_and_unload"):
+        # load_model merges plain LoRA itself; anything peft had to load is merged here
+        model = model.merge_and_unload()
     fold_temperature(model, len(info["labels"]), info.get("temperature", 1.0))
 
     def fill(tmp: Path):
