@@ -17,36 +17,44 @@ def _texts(examples: Examples) -> list[str]:
     return [f"{pair} || {text}" for pair, text in zip(examples.pairs, examples.texts)]
 
 
-def majority(train: Examples, evaluate: Examples, n_labels: int) -> np.ndarray:
+def majority(train: Examples, n_labels: int):
     """Always the most frequent training label (ties: the lowest id)."""
-    counts = np.bincount(np.asarray(train.labels), minlength=n_labels)
-    logits = np.full((len(evaluate), n_labels), -10.0, dtype=np.float32)
-    logits[:, int(counts.argmax())] = 0.0
-    return logits
+    winner = int(np.bincount(np.asarray(train.labels), minlength=n_labels).argmax())
+
+    def predict(examples: Examples) -> np.ndarray:
+        logits = np.full((len(examples), n_labels), -10.0, dtype=np.float32)
+        logits[:, winner] = 0.0
+        return logits
+
+    return predict
 
 
-def tfidf(train: Examples, evaluate: Examples, n_labels: int, seed: int = 0) -> np.ndarray:
+def tfidf(train: Examples, n_labels: int, seed: int = 0):
     """TF-IDF over word 1-2 grams + logistic regression (scikit-learn); log-probabilities as logits."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    features = vectorizer.fit_transform(_texts(train))
     model = LogisticRegression(max_iter=2000, C=10.0, class_weight="balanced", random_state=seed)
-    model.fit(features, train.labels)
-    probs = np.full((len(evaluate), n_labels), 1e-9)
-    probs[:, model.classes_] = model.predict_proba(vectorizer.transform(_texts(evaluate)))
-    return np.log(probs).astype(np.float32)
+    model.fit(vectorizer.fit_transform(_texts(train)), train.labels)
+
+    def predict(examples: Examples) -> np.ndarray:
+        probs = np.full((len(examples), n_labels), 1e-9)
+        probs[:, model.classes_] = model.predict_proba(vectorizer.transform(_texts(examples)))
+        return np.log(probs).astype(np.float32)
+
+    return predict
 
 
-def run_baselines(names: list[str], train: Examples, evaluate: Examples, n_labels: int, seed: int) -> dict[str, np.ndarray]:
-    """Logits of each named baseline on ``evaluate``."""
-    found = {}
+def run_baselines(names: list[str], train: Examples, splits: dict[str, Examples], n_labels: int,
+                  seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """split -> baseline -> logits: each baseline is fitted once on ``train`` and scored on every split."""
+    fitted = {}
     for name in names:
         if name == "majority":
-            found[name] = majority(train, evaluate, n_labels)
+            fitted[name] = majority(train, n_labels)
         elif name == "tfidf":
-            found[name] = tfidf(train, evaluate, n_labels, seed)
+            fitted[name] = tfidf(train, n_labels, seed)
         else:  # the schema's Literal makes this unreachable from an experiment file
             raise ValueError(f"unknown baseline {name!r}")
-    return found
+    return {split: {name: predict(examples) for name, predict in fitted.items()} for split, examples in splits.items()}

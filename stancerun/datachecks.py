@@ -49,6 +49,13 @@ class DataReport:
         return lines
 
 
+def _distribution(examples: Examples, names: list[str]) -> dict[str, int]:
+    counts = {name: 0 for name in names}
+    for label in examples.labels:
+        counts[names[label]] += 1
+    return counts
+
+
 def _pair_key(examples: Examples, i: int) -> str:
     text = normalise(examples.texts[i])
     return f"{normalise(examples.pairs[i])}||{text}" if examples.pairs is not None else text
@@ -59,12 +66,7 @@ def check(splits: Splits, on_leakage: str = "warn") -> DataReport:
     with ``"error"`` refuse to go on (exit 2)."""
     names = splits.labels
     evaluation = [("validation", splits.validation)] + ([("test", splits.test)] if splits.test is not None else [])
-    distribution = {}
-    for split, examples in [("train", splits.train)] + evaluation:
-        counts = {name: 0 for name in names}
-        for label in examples.labels:
-            counts[names[label]] += 1
-        distribution[split] = counts
+    distribution = {split: _distribution(examples, names) for split, examples in [("train", splits.train)] + evaluation}
 
     train_exact = set(zip(splits.train.texts, splits.train.pairs or [None] * len(splits.train)))
     train_norm = {_pair_key(splits.train, i) for i in range(len(splits.train))}
@@ -83,7 +85,5 @@ def check(splits: Splits, on_leakage: str = "warn") -> DataReport:
         keep = [i for i in range(len(splits.train)) if _pair_key(splits.train, i) not in leaked_keys]
         report.dropped = len(splits.train) - len(keep)
         splits.train = splits.train.subset(keep)
-        report.distribution["train"] = {name: 0 for name in names}
-        for label in splits.train.labels:
-            report.distribution["train"][names[label]] += 1
+        report.distribution["train"] = _distribution(splits.train, names)
     return report

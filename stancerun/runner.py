@@ -103,8 +103,9 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
     calibration = analysis.calibrate(final.logits, labels, ev.calibrate)
     scored = {"final": analysis.score(final.logits, labels, names, metric_fn, ev),
               "baseline": analysis.score(outcome["baseline"].logits, labels, names, metric_fn, ev)}
-    baseline_logits = run_baselines(ev.baselines, splits.train, validation, len(names), experiment.config["seed"])
-    for name, logits in baseline_logits.items():
+    evaluated = {"validation": validation, **({"test": splits.test} if splits.test is not None else {})}
+    baseline_logits = run_baselines(ev.baselines, splits.train, evaluated, len(names), experiment.config["seed"])
+    for name, logits in baseline_logits["validation"].items():
         scored[name] = analysis.score(logits, labels, names, metric_fn, ev)
     metric = next(k for k in scored["final"].metrics if k != "loss") if trainer.metric_name() == "loss" else trainer.metric_name()
     separation = (analysis.separable_from(scored["final"], scored["majority"], labels, names, metric_fn, metric, ev)
@@ -118,7 +119,7 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
         validation.texts, validation.pairs, labels, probabilities, names, pair_name))
 
     added = {
-        "baselines": {name: scored[name].metrics for name in baseline_logits},
+        "baselines": {name: scored[name].metrics for name in baseline_logits["validation"]},
         "intervals": {name: s.intervals for name, s in scored.items() if s.intervals},
         "calibration": calibration.to_dict(),
         "analysis": {"metric": metric, "separation_from_majority": separation,
@@ -135,7 +136,7 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
         added["intervals"]["test"] = analysis.score(test.logits, test.labels, names, metric_fn, ev).intervals
         # The baselines on the test split too: the honest comparison, untouched by model selection.
         added["test_baselines"] = {}
-        for name, logits in run_baselines(ev.baselines, splits.train, splits.test, len(names), experiment.config["seed"]).items():
+        for name, logits in baseline_logits["test"].items():
             scored_test = analysis.score(logits, test.labels, names, metric_fn, ev)
             added["test_baselines"][name] = scored_test.metrics
             added["intervals"][f"test_{name}"] = scored_test.intervals
