@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,9 +18,6 @@ class Component:
     name: str
     factory: Callable
     plugin: str
-
-    def signature(self) -> inspect.Signature:
-        return inspect.signature(self.factory)
 
 
 @dataclass
