@@ -1,8 +1,8 @@
 """The training loop: one Accelerate loop, read top to bottom.
 
 It runs unchanged on a CPU, one GPU, or many (``accelerate launch -m stancerun ...``):
-Accelerate places the model and shards the batches; evaluation gathers predictions with
-``gather_for_metrics`` so every example counts exactly once whatever the process count.
+Accelerate places the model and shards the batches; evaluation gathers each process's logits
+with their example indices, so every example counts exactly once whatever the process count.
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ class Trainer:
         train_loader, train_batches = self.loaders()
         model = self.c.model
         optimizer = make_optimizer(model, t)
-        per_epoch, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
+        _, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
         # The scheduler is stepped by us once per optimizer update, so it is not prepared
         # (a prepared scheduler steps once per process).
         scheduler = make_scheduler(optimizer, t, total_steps)
