@@ -212,15 +212,24 @@ def merge_lora(model, model_dir: Path) -> bool:
     return True
 
 
-def load_model(model_dir: Path, device: str | None = None):
-    """A saved run's model and tokenizer, from the run's model/ directory alone."""
+def read_model_info(model_dir: Path) -> dict:
+    """model/stancerun.json: labels, columns, max_length, base model (no torch needed)."""
+    info_path = Path(model_dir) / MODEL_INFO
+    if not info_path.is_file():
+        raise UsageError(f"{model_dir}: not a stancerun model directory (no {MODEL_INFO})")
+    return json.loads(info_path.read_text(encoding="utf-8"))
+
+
+def load_model(model_dir: Path, device: str | None = None, dtype: str | None = None):
+    """A saved run's model and tokenizer, from the run's model/ directory alone.
+
+    ``dtype`` ("bfloat16", "float16") casts the weights after a LoRA merge done in float32,
+    so the merge itself loses nothing."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = Path(model_dir)
-    info_path = model_dir / MODEL_INFO
-    if not info_path.is_file():
-        raise UsageError(f"{model_dir}: not a stancerun model directory (no {MODEL_INFO})")
-    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = read_model_info(model_dir)
     labels = info["labels"]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
@@ -241,4 +250,6 @@ def load_model(model_dir: Path, device: str | None = None):
     model.eval()
     if device:
         model.to(device)
+    if dtype and dtype != "float32":
+        model.to(getattr(torch, dtype))
     return model, tokenizer, info

@@ -63,15 +63,15 @@ def predict(args) -> int:
 
     from stancerun import artifacts
     from stancerun.errors import UsageError
-    from stancerun.predict import format_rows, predict, read_inputs
+    from stancerun.predict import dtype_note, format_rows, inference_device, predict, read_inputs
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "model").is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts on the command line or --input FILE (one of the two)")
-    bundle = artifacts.load_model(run_dir / "model")
-    info = bundle[2]
+    # The input is checked before the model loads: a wrong column fails in 0.1 s, not 3 s.
+    info = artifacts.read_model_info(run_dir / "model")
     if args.input:
         texts, pairs = read_inputs(Path(args.input), info.get("text_column") or "text", info.get("text_pair_column"))
     else:
@@ -82,6 +82,11 @@ def predict(args) -> int:
         else:
             pairs = None
         texts = list(args.texts)
+    device = inference_device()
+    note = dtype_note(args.dtype, device)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    bundle = artifacts.load_model(run_dir / "model", device=device, dtype=args.dtype)
     rows = predict(run_dir, texts, pairs, args.batch_size, model_bundle=bundle)
     output = Path(args.output) if args.output else None
     fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"

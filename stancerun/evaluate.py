@@ -32,7 +32,7 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
     from stancerun.config import Experiment, build
     from stancerun.engine import combined_metrics
     from stancerun.plugins import get_registry
-    from stancerun.predict import predict_logits
+    from stancerun.predict import inference_device, predict_logits
     from stancerun.report import Reporter, per_class
 
     registry = registry or get_registry()
@@ -40,8 +40,8 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
         raise UsageError(f"{run_dir}: not a run directory (needs model/ and config.toml)")
     config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
     experiment = Experiment(run_dir / "config.toml", config)
-    model, tokenizer, info = artifacts.load_model(run_dir / "model")
-    examples = read_labelled(data, info)
+    examples = read_labelled(data, artifacts.read_model_info(run_dir / "model"))  # bad data fails before the load
+    model, tokenizer, info = artifacts.load_model(run_dir / "model", device=inference_device())
     metric_fn = combined_metrics([build(registry, "metrics", table) for table in config["metrics"]])
     names = info["labels"]
     logits = predict_logits(model, tokenizer, examples.texts, examples.pairs, info["max_length"], batch_size)

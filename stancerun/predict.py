@@ -31,6 +31,27 @@ def read_inputs(path: Path, text_column: str, pair_column: str | None) -> tuple[
     return texts, pairs
 
 
+def inference_device() -> str:
+    """The first visible GPU when there is one (choose it with CUDA_VISIBLE_DEVICES), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def dtype_note(dtype: str, device: str) -> str | None:
+    """Why --dtype bfloat16 will be slow here: a CPU without AMX or AVX512-BF16 emulates
+    bfloat16 matrix products, slower than float32."""
+    import torch
+
+    if device != "cpu" or dtype != "bfloat16":
+        return None
+    # Private helpers of torch >= 2.3; when absent, say nothing rather than guess.
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if any(check is None or check() for check in checks):
+        return None
+    return "this CPU has no native bfloat16 instructions (AMX, AVX512-BF16): --dtype bfloat16 will be slower than float32"
+
+
 def predict_logits(model, tokenizer, texts, pairs, max_length: int, batch_size: int) -> np.ndarray:
     import torch
 

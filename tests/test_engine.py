@@ -110,6 +110,24 @@ def test_predict_in_a_fresh_process_reproduces_predictions(tmp_path, tiny_bert, 
     assert done.stdout.strip() == "False", done.stderr[-2000:]
 
 
+def test_predict_in_bfloat16_stays_close_and_bad_input_fails_before_the_model_loads(tmp_path, tiny_bert, stance_data):
+    from stancerun.cli import main
+
+    run = train(tmp_path, tiny_bert)
+    out = tmp_path / "bf16.csv"
+    assert main(["predict", str(run), "--input", str(run / "predictions.csv"), "--output", str(out), "--dtype", "bfloat16"]) == 0
+    saved, got = read_csv(run / "predictions.csv"), read_csv(out)
+    names = [k for k in saved[0] if k.startswith("prob_")]
+    diff = np.abs(np.array([[float(r[k]) for k in names] for r in got]) - np.array([[float(r[k]) for k in names] for r in saved]))
+    assert 0 < diff.max() < 0.03  # bfloat16 keeps 8 bits of mantissa: close, not equal
+    # a file without the model's text column is refused before torch is even imported
+    (tmp_path / "wrong.csv").write_text("body\nhello\n")
+    probe = ("import sys; from stancerun.cli import main; code = main(['predict', sys.argv[1], '--input', sys.argv[2]]);"
+             "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, str(run), str(tmp_path / "wrong.csv")], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["2", "False"] and "no column 'text'" in done.stderr
+
+
 def test_distilbert_lora_round_trip_saves_every_new_head_layer(tmp_path, tiny_distilbert, stance_data):
     run = train(tmp_path, tiny_distilbert)
     config = json.loads((run / "model" / "adapter_config.json").read_text())
