@@ -372,75 +372,105 @@ def stancerun_cli() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "stancerun"]
 
 
-def predict_cli(run_dir: Path, texts: list[str], work: Path) -> dict:
-    """`stancerun predict RUN_DIR --input FILE --output OUT` as a user runs it: the whole
-    subprocess, so interpreter start-up, imports and model loading are included."""
-    source, target = work / "predict-in.csv", work / "predict-out.jsonl"
-    with source.open("w", newline="", encoding="utf-8") as handle:
+def write_texts(path: Path, texts: list[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text"])
         writer.writerows([t] for t in texts)
-    command = stancerun_cli() + ["predict", str(run_dir), "--input", str(source), "--output", str(target)]
-    with Meter() as t:  # times the whole subprocess; the inner Meter watches its memory
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def timed_process(key: str, name: str, command: list[str], target: Path, n: int) -> tuple[dict, list[dict]]:
+    """Run one prediction command as a user runs it: the whole subprocess, so interpreter
+    start-up, imports and model loading are included; the inner Meter watches its memory."""
+    with Meter() as t:
         process = subprocess.Popen(command, env=BASE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with Meter(process.pid) as memory:
             _, err = process.communicate()
     if process.returncode != 0:
-        raise RuntimeError(f"stancerun predict failed ({process.returncode}):\n{err[-2000:]}")
-    rows = sum(1 for line in target.read_text(encoding="utf-8").splitlines() if line.strip())
-    assert rows == len(texts), f"stancerun predict wrote {rows} rows for {len(texts)} texts"
-    return {"name": "stancerun predict (subprocess, incl. start-up + load)", "seconds": round(t.seconds, 3),
-            "texts_per_s": rate(len(texts), t.seconds), "peak_rss_mib": memory.mib, "rss_of": "the subprocess", "other_cores": t.other_cores}
+        raise RuntimeError(f"{name} failed ({process.returncode}):\n{err[-2000:]}")
+    rows = read_jsonl(target)
+    assert len(rows) == n, f"{name} wrote {len(rows)} rows for {n} texts"
+    return {"key": key, "name": name, "whole_process": True, "seconds": round(t.seconds, 3), "texts_per_s": rate(n, t.seconds),
+            "peak_rss_mib": memory.mib, "rss_of": "the subprocess", "other_cores": t.other_cores}, rows
+
+
+def predict_processes(run_dir: Path, texts: list[str], work: Path) -> list[dict]:
+    """`stancerun predict` in float32 and bfloat16, and the two contenders as scripts
+    (benchmarks/predict_contenders.py), each a fresh process on the same input file."""
+    source = work / "predict-in.csv"
+    write_texts(source, texts)
+    results, outputs = [], {}
+    for dtype in ("float32", "bfloat16"):
+        target = work / f"predict-{dtype}.jsonl"
+        command = stancerun_cli() + ["predict", str(run_dir), "--input", str(source), "--output", str(target), "--dtype", dtype]
+        row, outputs[dtype] = timed_process(f"stancerun_{dtype}", f"stancerun predict --dtype {dtype}", command, target, len(texts))
+        results.append(row)
+    results[1].update(agreement(outputs["float32"], outputs["bfloat16"]))
+    script = str(Path(__file__).resolve().parent / "predict_contenders.py")
+    for how, name in (("seed", "seed notebook: peft reload + one-text loop"),
+                      ("pipeline", "peft reload, merge + pipeline(batch_size=64)")):
+        target = work / f"predict-{how}.jsonl"
+        row, _ = timed_process(f"{how}_process", name, [sys.executable, script, how, str(run_dir), str(source), str(target)], target, len(texts))
+        results.append(row)
+    return results
+
+
+def agreement(exact: list[dict], other: list[dict]) -> dict:
+    """How far reduced-precision predictions are from float32's: the share of equal labels and
+    the largest probability difference."""
+    same = sum(a["label"] == b["label"] for a, b in zip(exact, other))
+    worst = max(abs(a["probabilities"][k] - b["probabilities"][k]) for a, b in zip(exact, other) for k in a["probabilities"])
+    return {"label_agreement_with_float32": round(same / len(exact), 4), "max_probability_difference": round(worst, 4)}
 
 
 def predict_in_process(bundle, texts: list[str], run_dir: Path) -> dict:
-    """Not one of the three asked for: stancerun's predict() with the model already loaded, to
-    separate the subprocess's fixed start-up cost from its per-text speed."""
+    """stancerun's predict() with the model already loaded: its per-text speed, without the
+    subprocess's fixed start-up cost."""
     from stancerun.predict import predict
 
     with Meter() as t:
         rows = predict(run_dir, texts, None, 64, model_bundle=bundle)
     assert len(rows) == len(texts)
-    return {"name": "stancerun predict() in-process, model loaded", "seconds": round(t.seconds, 3),
-            "texts_per_s": rate(len(texts), t.seconds), "peak_rss_mib": t.mib, "rss_of": "this process", "other_cores": t.other_cores}
+    return in_process_row("stancerun_in_process", "stancerun predict(), model loaded", t, len(texts))
 
 
-def predict_seed_loop(bundle, texts: list[str]) -> dict:
-    """The seed notebook's predict(): one text at a time, max_length 512 truncation, no
-    padding, forward under no_grad, softmax, argmax."""
-    import torch
+def predict_seed_loop(bundle, texts: list[str], run_dir: Path) -> dict:
+    from predict_contenders import seed_loop
 
     model, tokenizer, info = bundle
-    labels = info["labels"]
-
-    def predict(text):
-        inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
-        with torch.no_grad():
-            outputs = model(**inputs)
-        probs = torch.nn.functional.softmax(outputs.logits, dim=-1)
-        return {"text": text, "prediction": labels[torch.argmax(probs).item()], "confidence": torch.max(probs).item()}
-
     with Meter() as t:
-        rows = [predict(text) for text in texts]
+        rows = seed_loop(model, tokenizer, info["labels"], texts)
     assert len(rows) == len(texts)
-    return {"name": "seed loop: one text at a time (in-process)", "seconds": round(t.seconds, 3),
-            "texts_per_s": rate(len(texts), t.seconds), "peak_rss_mib": t.mib, "rss_of": "this process", "other_cores": t.other_cores}
+    return in_process_row("seed_in_process", "seed loop, model loaded", t, len(texts))
 
 
-def predict_pipeline(bundle, texts: list[str]) -> dict:
-    """transformers.pipeline("text-classification", batch_size=64): batches in input order,
-    each padded to its longest member; texts truncated to 128 tokens as in stancerun."""
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
+def predict_pipeline(bundle, texts: list[str], run_dir: Path) -> dict:
+    from predict_contenders import batched_pipeline
 
     model, tokenizer, _ = bundle
-    hf_logging.set_verbosity_error()  # it notes that a PeftModel is not a listed architecture; it runs fine
-    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, batch_size=64)
     with Meter() as t:
-        rows = classify(texts, truncation=True, max_length=128)
+        rows = batched_pipeline(model, tokenizer, texts)
     assert len(rows) == len(texts)
-    return {"name": "transformers.pipeline, batch 64 (in-process)", "seconds": round(t.seconds, 3),
-            "texts_per_s": rate(len(texts), t.seconds), "peak_rss_mib": t.mib, "rss_of": "this process", "other_cores": t.other_cores}
+    return in_process_row("pipeline_in_process", "pipeline(batch_size=64), model loaded", t, len(texts))
+
+
+def in_process_row(key: str, name: str, t: Meter, n: int) -> dict:
+    return {"key": key, "name": name, "whole_process": False, "seconds": round(t.seconds, 3), "texts_per_s": rate(n, t.seconds),
+            "peak_rss_mib": t.mib, "rss_of": "this process", "other_cores": t.other_cores}
+
+
+def predict_ratios(rows: list[dict]) -> dict:
+    """The issue's goals compare `stancerun predict` as a whole process with the seed loop (2x)
+    and the pipeline (1.2x) timed in-process on a loaded model; like for like is each
+    contender as a whole process too. Both are given."""
+    speed = {r["key"]: r["texts_per_s"] for r in rows}
+    ours = ("stancerun_float32", "stancerun_bfloat16", "stancerun_in_process")
+    against = ("seed_in_process", "pipeline_in_process", "seed_process", "pipeline_process")
+    return {key: {f"over_{other}": ratio(speed[key], speed[other]) for other in against} for key in ours}
 
 
 # -- start-up -------------------------------------------------------------------------------
@@ -507,28 +537,32 @@ def print_report(report: dict) -> None:
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     s = report["settings"]
-    table = Table(title=f"Training: {s['train_rows']} rows x {s['epochs']} epoch(s); evaluation: {s['eval_rows']} rows")
-    columns = ("contender", "train samples/s", "train s", "loop samples/s", "eval samples/s", "peak RSS MiB",
-               "macro-F1", "other load (cores) train/eval")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "contender" else "right")
-    for r in report["training"]:
-        table.add_row(r["name"], f"{r['train_samples_per_s']}", f"{r['train_s']:.1f}", f"{r['loop_samples_per_s']}",
-                      f"{r['eval_samples_per_s']}", f"{r['peak_rss_mib']:.0f}", f"{r['f1_macro']:.3f}",
-                      f"{r['train_other_cores']:.2f} / {r['eval_other_cores']:.2f}")
-    console.print(table)
-    q = report["ratios"]
-    console.print(f"training samples/s: c/a = {q['train_c_over_a']}x, c/b = {q['train_c_over_b']}x "
-                  f"(loop only: c/b = {q['loop_c_over_b']}x); evaluation: c/a = {q['eval_c_over_a']}x, "
-                  f"c/b = {q['eval_c_over_b']}x")
+    if "training" in report:  # absent with --predict-run
+        table = Table(title=f"Training: {s['train_rows']} rows x {s['epochs']} epoch(s); evaluation: {s['eval_rows']} rows")
+        columns = ("contender", "train samples/s", "train s", "loop samples/s", "eval samples/s", "peak RSS MiB",
+                   "macro-F1", "other load (cores) train/eval")
+        for column in columns:
+            table.add_column(column, justify="left" if column == "contender" else "right")
+        for r in report["training"]:
+            table.add_row(r["name"], f"{r['train_samples_per_s']}", f"{r['train_s']:.1f}", f"{r['loop_samples_per_s']}",
+                          f"{r['eval_samples_per_s']}", f"{r['peak_rss_mib']:.0f}", f"{r['f1_macro']:.3f}",
+                          f"{r['train_other_cores']:.2f} / {r['eval_other_cores']:.2f}")
+        console.print(table)
+        console.print("c over the others: " + ", ".join(f"{k} {v}" for k, v in report["ratios"].items()))
 
-    table = Table(title=f"Prediction: {s['predict_n']} texts with the model trained in (c)")
-    for column in ("how", "seconds", "texts/s", "peak RSS MiB", "other load (cores)"):
-        table.add_column(column, justify="left" if column == "how" else "right")
-    for r in report["predict"]:
-        table.add_row(r["name"], f"{r['seconds']:.2f}", f"{r['texts_per_s']}", f"{r['peak_rss_mib']:.0f} ({r['rss_of']})",
-                      f"{r['other_cores']:.2f}")
-    console.print(table)
+    if "predict" in report:  # absent with --predict-n 0
+        table = Table(title=f"Prediction: {s['predict_n']} texts")
+        for column in ("how", "whole process", "seconds", "texts/s", "peak RSS MiB", "labels = float32", "other load (cores)"):
+            table.add_column(column, justify="left" if column == "how" else "right")
+        for r in report["predict"]:
+            same = r.get("label_agreement_with_float32")
+            table.add_row(r["name"], "yes" if r["whole_process"] else "no", f"{r['seconds']:.2f}", f"{r['texts_per_s']}",
+                          f"{r['peak_rss_mib']:.0f} ({r['rss_of']})", f"{same:.2%}" if same is not None else "",
+                          f"{r['other_cores']:.2f}")
+        console.print(table)
+        for ours, q in report["predict_ratios"].items():
+            console.print(f"{ours}: " + ", ".join(f"{k.removeprefix('over_')} {v}x" for k, v in q.items()))
+
 
     table = Table(title="Start-up (subprocess wall time, best of 3)")
     table.add_column("command")
@@ -548,11 +582,11 @@ def print_report(report: dict) -> None:
 def contention_warnings(report: dict) -> list[str]:
     """Figures taken while other processes used more than CONTENDED cores: not comparable."""
     found = []
-    for r in report["training"]:
+    for r in report.get("training", []):
         for part in ("train", "eval"):
             if r[f"{part}_other_cores"] > CONTENDED:
                 found.append(f"{r['name']} {part}: other processes used {r[f'{part}_other_cores']} cores")
-    for r in report["predict"]:
+    for r in report.get("predict", []):
         if r["other_cores"] > CONTENDED:
             found.append(f"predict, {r['name']}: other processes used {r['other_cores']} cores")
     for r in report["startup"]:
@@ -565,15 +599,59 @@ def ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def predict_part(run_dir: Path, texts: list[str], work: Path) -> dict:
+    """Every prediction contender on the same texts with the model of ``run_dir``."""
+    from stancerun.artifacts import load_model
+
+    print("== predict", flush=True)
+    rows = predict_processes(run_dir, texts, work)  # first, before this process loads the model
+    bundle = load_model(run_dir / "model")
+    for contender in (predict_seed_loop, predict_pipeline, predict_in_process):
+        rows.append(contender(bundle, texts, run_dir))
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return {"predict": rows, "predict_ratios": predict_ratios(rows)}
+
+
+def training_part(train: Split, evaluation: Split, epochs, work: Path, contenders: str) -> tuple[list[dict], dict, Path]:
+    """The chosen training contenders one after another (stancerun always, as prediction uses
+    its model); returns their rows, the ratios and (c)'s run directory."""
+    training, by_letter = [], {}
+    for letter, contender in (("a", seed_recipe), ("b", tuned_trainer), ("c", stancerun_run)):
+        if letter != "c" and letter not in contenders:
+            continue
+        print(f"== {contender.__name__}", flush=True)
+        with Meter() as part:  # the whole part: load, tokenize, train, evaluate (and save, for c)
+            result = contender(train, evaluation, epochs, work)
+        if contender is stancerun_run:
+            result, run_dir = result
+        by_letter[letter] = {**result, "peak_rss_mib": part.mib, "part_s": round(part.seconds, 3),
+                             "part_other_cores": part.other_cores}
+        training.append(by_letter[letter])
+        release_memory()
+        print(json.dumps(training[-1]), flush=True)
+    c = by_letter["c"]
+    ratios = {f"{part}_c_over_{x}": ratio(c[f"{part}_samples_per_s"], by_letter[x][f"{part}_samples_per_s"])
+              for part in ("train", "loop", "eval") for x in ("a", "b") if x in by_letter}
+    ratios.update({f"f1_macro_c_minus_{x}": round(c["f1_macro"] - by_letter[x]["f1_macro"], 4) for x in ("a", "b") if x in by_letter})
+    return training, ratios, run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help=f"TweetEval stance CSVs (default {DEFAULT_DATA})")
     parser.add_argument("--limit", type=int, default=512, help="training rows: the first N of train.csv (default 512)")
     parser.add_argument("--eval-limit", type=int, default=1249, help="evaluation rows: the first M of test.csv (default 1249, all)")
     parser.add_argument("--epochs", type=float, default=1, help="training epochs for every contender (default 1)")
-    parser.add_argument("--predict-n", type=int, default=2500, help="texts to predict: the test texts repeated (default 2500)")
+    parser.add_argument("--predict-n", type=int, default=2500, help="texts to predict: the test texts repeated (default 2500; 0 skips prediction)")
+    parser.add_argument("--contenders", default="abc", help="training contenders, a subset of 'abc' (default abc; c always "
+                        "runs unless --predict-run is given): --contenders bc --limit 2620 --epochs 3 compares quality")
+    parser.add_argument("--predict-run", type=Path, metavar="RUN_DIR",
+                        help="skip training: measure prediction only, with this stancerun run's model")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the results go (default {DEFAULT_JSON.relative_to(ROOT)})")
     args = parser.parse_args(argv)
+    if set(args.contenders) - set("abc"):
+        parser.error(f"--contenders {args.contenders}: letters a, b and c only")
     epochs = int(args.epochs) if float(args.epochs).is_integer() else args.epochs
 
     for name in ("train.csv", "test.csv"):
@@ -601,37 +679,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="stancerun-bench-") as tmp:
         work = Path(tmp)  # temporary CSVs, experiment and run directory: nothing lands in the repo
-        training = []
-        for contender in (seed_recipe, tuned_trainer, stancerun_run):
-            print(f"== {contender.__name__}", flush=True)
-            with Meter() as part:  # the whole part: load, tokenize, train, evaluate (and save, for c)
-                result = contender(train, evaluation, epochs, work)
-            if contender is stancerun_run:
-                result, run_dir = result
-            training.append({**result, "peak_rss_mib": part.mib, "part_s": round(part.seconds, 3),
-                             "part_other_cores": part.other_cores})
-            release_memory()
-            print(json.dumps(training[-1]), flush=True)
-        report["training"] = training
-        a, b, c = training
-        report["ratios"] = {"train_c_over_a": ratio(c["train_samples_per_s"], a["train_samples_per_s"]),
-                            "train_c_over_b": ratio(c["train_samples_per_s"], b["train_samples_per_s"]),
-                            "loop_c_over_a": ratio(c["loop_samples_per_s"], a["loop_samples_per_s"]),
-                            "loop_c_over_b": ratio(c["loop_samples_per_s"], b["loop_samples_per_s"]),
-                            "eval_c_over_a": ratio(c["eval_samples_per_s"], a["eval_samples_per_s"]),
-                            "eval_c_over_b": ratio(c["eval_samples_per_s"], b["eval_samples_per_s"])}
-
-        print("== predict", flush=True)
-        from stancerun.artifacts import load_model
-
-        predictions = [predict_cli(run_dir, predict_texts, work)]  # first, before this process loads the model
-        bundle = load_model(run_dir / "model")
-        for contender in (predict_seed_loop, predict_pipeline):
-            predictions.append(contender(bundle, predict_texts))
-        predictions.append(predict_in_process(bundle, predict_texts, run_dir))
-        report["predict"] = predictions
-        for row in predictions:
-            print(json.dumps(row), flush=True)
+        run_dir = args.predict_run
+        if run_dir is None:
+            report["training"], report["ratios"], run_dir = training_part(train, evaluation, epochs, work, args.contenders)
+        if args.predict_n > 0:
+            report.update(predict_part(run_dir, predict_texts, work))
 
     print("== start-up", flush=True)
     report["startup"] = startup()
