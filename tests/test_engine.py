@@ -128,6 +128,19 @@ def test_predict_in_bfloat16_stays_close_and_bad_input_fails_before_the_model_lo
     assert done.stdout.split() == ["2", "False"] and "no column 'text'" in done.stderr
 
 
+def test_bfloat16_on_a_cpu_without_native_support_is_flagged(monkeypatch):
+    import torch
+
+    from stancerun.predict import dtype_note
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert "slower than float32" in dtype_note("bfloat16", "cpu")
+    assert dtype_note("float32", "cpu") is None and dtype_note("bfloat16", "cuda") is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert dtype_note("bfloat16", "cpu") is None
+
+
 def test_distilbert_lora_round_trip_saves_every_new_head_layer(tmp_path, tiny_distilbert, stance_data):
     run = train(tmp_path, tiny_distilbert)
     config = json.loads((run / "model" / "adapter_config.json").read_text())
