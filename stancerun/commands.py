@@ -70,7 +70,7 @@ def predict(args) -> int:
         raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts on the command line or --input FILE (one of the two)")
-    # The input is checked before the model loads: a wrong column fails in 0.1 s, not 3 s.
+    # The input is checked before the model loads: a wrong column fails in 0.2 s, not after 3.5 s of loading.
     info = artifacts.read_model_info(run_dir / "model")
     if args.input:
         texts, pairs = read_inputs(Path(args.input), info.get("text_column") or "text", info.get("text_pair_column"))
