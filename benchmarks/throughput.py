@@ -7,12 +7,15 @@ shared folder: its licence forbids copying it into this repository):
   training   (a) the seed recipe: Trainer, every text padded to 512 tokens
              (b) a hand-tuned Trainer: dynamic padding, length grouping, max_length 128
              (c) stancerun.runner.run_experiment on an equivalent experiment
-  predict    `stancerun predict` as a subprocess, the seed's one-text-at-a-time loop,
-             transformers.pipeline (batch 64), all with the model trained in (c)
+  predict    with the model trained in (c): `stancerun predict` (float32 and bfloat16), the
+             seed notebook's one-text loop and a transformers.pipeline (batch 64) script, each
+             as a whole process; then the two loops and stancerun's predict() in-process
   startup    `stancerun --help`, `stancerun validate`, `python -c "import transformers"`
 
     python benchmarks/throughput.py                      # defaults: 512 train rows, the whole test set
     python benchmarks/throughput.py --limit 64 --eval-limit 64 --predict-n 200   # a quick check
+    python benchmarks/throughput.py --contenders bc --limit 2620 --epochs 3 --learning-rate 1e-3 --predict-n 0
+                                                         # quality: (b) and (c) on the whole training split
 
 Every figure also records how much CPU other processes used meanwhile ("other load"): on a small
 machine one busy neighbour slows torch's threads many times over, and such figures are flagged.

@@ -271,7 +271,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
                      "best_step": self.best_step, "should_stop": self.run.should_stop, **self.position,
-                     "scheduler": scheduler.state_dict(),
+                     "running_loss": float(self.position["running_loss"]), "scheduler": scheduler.state_dict(),
                      "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.c.callbacks]}
             checkpoint.save(target, self.accelerator.unwrap_model(model), optimizer, state, self.best_state)
             self.prune_checkpoints()
@@ -417,8 +417,9 @@ class Trainer:
                     if t.eval_strategy == "steps" and step % eval_every == 0:
                         self.evaluation_step(model)
                         last_eval_step = step
+                    # A copy, not .item(): the device syncs only when a checkpoint is written.
                     self.position = {"epoch_index": epoch, "batches_done": micro_batches, "samples": samples,
-                                     "running_loss": running_loss.item(), "last_eval_step": last_eval_step,
+                                     "running_loss": running_loss.clone(), "last_eval_step": last_eval_step,
                                      "elapsed": time.perf_counter() - started}
                     if (t.save_strategy == "steps" and step % t.save_steps == 0) or self.interrupted:
                         self.save_checkpoint(model, optimizer, scheduler)
@@ -432,7 +433,7 @@ class Trainer:
                     self.evaluation_step(model)
                     last_eval_step = self.run.global_step
                 self.position = {"epoch_index": epoch + 1, "batches_done": 0, "samples": samples,
-                                 "running_loss": running_loss.item(), "last_eval_step": last_eval_step,
+                                 "running_loss": running_loss.clone(), "last_eval_step": last_eval_step,
                                  "elapsed": time.perf_counter() - started}
                 if t.save_strategy == "epoch":
                     self.save_checkpoint(model, optimizer, scheduler)
@@ -440,7 +441,8 @@ class Trainer:
                     break
         runtime = time.perf_counter() - started
         progress.close()
-        stopped_early = self.run.should_stop
+        # A stop requested at the last planned step ended nothing early.
+        stopped_early = self.run.should_stop and self.run.global_step < total_steps
 
         if t.load_best_model_at_end and self.best_state is not None:
             self.restore_best(model)
