@@ -15,6 +15,7 @@ imports and the model load included. As a script:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -55,7 +56,8 @@ def load_with_peft(run_dir: Path, merge: bool):
 
     info = json.loads((run_dir / "model" / "stancerun.json").read_text(encoding="utf-8"))
     labels = info["labels"]
-    base = AutoModelForSequenceClassification.from_pretrained(resolve_model(info["base_model"]), num_labels=len(labels))
+    base = AutoModelForSequenceClassification.from_pretrained(resolve_model(info["base_model"]), num_labels=len(labels),
+                                                              id2label=dict(enumerate(labels)))
     model = PeftModel.from_pretrained(base, run_dir / "model")
     if merge:
         model = model.merge_and_unload()
@@ -63,12 +65,20 @@ def load_with_peft(run_dir: Path, merge: bool):
 
 
 def main(argv: list[str]) -> int:
-    how, run_dir, source, target = argv
-    with open(source, newline="", encoding="utf-8") as handle:
+    parser = argparse.ArgumentParser(description="one prediction contender of benchmarks/throughput.py, as a whole process")
+    parser.add_argument("how", choices=("seed", "pipeline"))
+    parser.add_argument("run_dir", type=Path, help="a stancerun run directory (its model/ is reloaded with peft)")
+    parser.add_argument("input", type=Path, help="a CSV file with a text column")
+    parser.add_argument("output", type=Path, help="where the JSONL predictions go")
+    args = parser.parse_args(argv)
+    with args.input.open(newline="", encoding="utf-8") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)]
-    model, tokenizer, labels = load_with_peft(Path(run_dir), merge=how == "pipeline")
-    rows = seed_loop(model, tokenizer, labels, texts) if how == "seed" else batched_pipeline(model, tokenizer, texts)
-    Path(target).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    model, tokenizer, labels = load_with_peft(args.run_dir, merge=args.how == "pipeline")
+    if args.how == "seed":
+        rows = seed_loop(model, tokenizer, labels, texts)
+    else:
+        rows = batched_pipeline(model, tokenizer, texts)
+    args.output.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return 0
 
 
