@@ -8,6 +8,8 @@ with their example indices, so every example counts exactly once whatever the pr
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
 import math
 import signal
@@ -25,6 +27,25 @@ from stancerun.batching import (Collator, IndexDataset, LengthBucketBatches, enc
 from stancerun.config import Experiment, build
 from stancerun.errors import UsageError
 from stancerun.prediction import EvalPrediction
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc; absent on macOS, Windows and musl
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages freed since the last call back to the operating system.
+
+    glibc keeps freed memory mapped. Evaluation allocates tensors of a new shape for every
+    length-sorted batch, and without this their pages stay resident through training and the
+    next evaluation: peak RSS of the benchmark's training run 895-914 MiB, with it 832 MiB."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 @dataclass
@@ -192,6 +213,7 @@ class Trainer:
         """Logits for every example of a split, in the split's order, and the metrics on them.
         Each process scores its share of the batches; the logits are gathered with their
         example indices, so every example counts exactly once whatever the process count."""
+        release_freed_memory()  # what training freed, before evaluation's batches need pages
         model.eval()
         logits_parts, index_parts = [], []
         for batch in self.eval_loaders[split]:
@@ -206,6 +228,7 @@ class Trainer:
             logits_parts.append(logits.cpu())
             index_parts.append(index.cpu())
         model.train()
+        release_freed_memory()
         encoded = self.encoded[split]
         index, gathered = torch.cat(index_parts).numpy(), torch.cat(logits_parts).numpy()
         # Every example exactly once, back in input order: Accelerate repeats a few examples
