@@ -441,40 +441,28 @@ def agreement(exact: list[dict], other: list[dict]) -> dict:
     return {"label_agreement_with_float32": round(same / len(exact), 4), "max_probability_difference": round(worst, 4)}
 
 
-def predict_in_process(bundle, texts: list[str], run_dir: Path) -> dict:
-    """stancerun's predict() with the model already loaded: its per-text speed, without the
-    subprocess's fixed start-up cost."""
+def predict_in_process(bundle, texts: list[str], run_dir: Path) -> list[dict]:
+    """The seed loop, the pipeline and stancerun's predict() on a model this process already
+    holds: speed per text, without a process's fixed start-up cost."""
+    from predict_contenders import batched_pipeline, seed_loop
+
     from stancerun.predict import predict
 
-    with Meter() as t:
-        rows = predict(run_dir, texts, None, 64, model_bundle=bundle)
-    assert len(rows) == len(texts)
-    return in_process_row("stancerun_in_process", "stancerun predict(), model loaded", t, len(texts))
-
-
-def predict_seed_loop(bundle, texts: list[str], run_dir: Path) -> dict:
-    from predict_contenders import seed_loop
-
     model, tokenizer, info = bundle
-    with Meter() as t:
-        rows = seed_loop(model, tokenizer, info["labels"], texts)
-    assert len(rows) == len(texts)
-    return in_process_row("seed_in_process", "seed loop, model loaded", t, len(texts))
-
-
-def predict_pipeline(bundle, texts: list[str], run_dir: Path) -> dict:
-    from predict_contenders import batched_pipeline
-
-    model, tokenizer, _ = bundle
-    with Meter() as t:
-        rows = batched_pipeline(model, tokenizer, texts)
-    assert len(rows) == len(texts)
-    return in_process_row("pipeline_in_process", "pipeline(batch_size=64), model loaded", t, len(texts))
-
-
-def in_process_row(key: str, name: str, t: Meter, n: int) -> dict:
-    return {"key": key, "name": name, "whole_process": False, "seconds": round(t.seconds, 3), "texts_per_s": rate(n, t.seconds),
-            "peak_rss_mib": t.mib, "rss_of": "this process", "other_cores": t.other_cores}
+    contenders = (
+        ("seed_in_process", "seed loop, model loaded", lambda: seed_loop(model, tokenizer, info["labels"], texts)),
+        ("pipeline_in_process", "pipeline(batch_size=64), model loaded", lambda: batched_pipeline(model, tokenizer, texts)),
+        ("stancerun_in_process", "stancerun predict(), model loaded", lambda: predict(run_dir, texts, None, 64, model_bundle=bundle)),
+    )
+    results = []
+    for key, name, run in contenders:
+        with Meter() as t:
+            rows = run()
+        assert len(rows) == len(texts), f"{name} returned {len(rows)} rows for {len(texts)} texts"
+        results.append({"key": key, "name": name, "whole_process": False, "seconds": round(t.seconds, 3),
+                        "texts_per_s": rate(len(texts), t.seconds), "peak_rss_mib": t.mib, "rss_of": "this process",
+                        "other_cores": t.other_cores})
+    return results
 
 
 def predict_ratios(rows: list[dict]) -> dict:
@@ -620,8 +608,7 @@ def predict_part(run_dir: Path, texts: list[str], work: Path) -> dict:
     print("== predict", flush=True)
     rows = predict_processes(run_dir, texts, work)  # first, before this process loads the model
     bundle = load_model(run_dir / "model")
-    for contender in (predict_seed_loop, predict_pipeline, predict_in_process):
-        rows.append(contender(bundle, texts, run_dir))
+    rows += predict_in_process(bundle, texts, run_dir)
     for row in rows:
         print(json.dumps(row), flush=True)
     return {"predict": rows, "predict_ratios": predict_ratios(rows)}
