@@ -358,9 +358,9 @@ def stancerun_run(train: Split, evaluation: Split, schedule: Schedule, work: Pat
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     runtime = results["train"]["runtime_s"]
 
-    model, tokenizer, info = load_model(run_dir / "model")
+    saved = load_model(run_dir / "model")
     with Meter() as t_eval:
-        logits = predict_logits(model, tokenizer, evaluation.texts, None, info["max_length"], 64)
+        logits = predict_logits(saved.model, saved.tokenizer, evaluation.texts, None, saved.max_length, 64)
     return {
         "name": "(c) stancerun run_experiment",
         "train_s": runtime,
@@ -441,18 +441,18 @@ def agreement(exact: list[dict], other: list[dict]) -> dict:
     return {"label_agreement_with_float32": round(same / len(exact), 4), "max_probability_difference": round(worst, 4)}
 
 
-def predict_in_process(bundle, texts: list[str], run_dir: Path) -> list[dict]:
+def predict_in_process(saved, texts: list[str], run_dir: Path) -> list[dict]:
     """The seed loop, the pipeline and stancerun's predict() on a model this process already
     holds: speed per text, without a process's fixed start-up cost."""
     from predict_contenders import batched_pipeline, seed_loop
 
     from stancerun.predict import predict
 
-    model, tokenizer, info = bundle
+    model, tokenizer, info = saved.model, saved.tokenizer, saved.info
     contenders = (
         ("seed_in_process", "seed loop, model loaded", lambda: seed_loop(model, tokenizer, info["labels"], texts)),
         ("pipeline_in_process", "pipeline(batch_size=64), model loaded", lambda: batched_pipeline(model, tokenizer, texts)),
-        ("stancerun_in_process", "stancerun predict(), model loaded", lambda: predict(run_dir, texts, None, 64, model_bundle=bundle)),
+        ("stancerun_in_process", "stancerun predict(), model loaded", lambda: predict(run_dir, texts, None, 64, saved=saved)),
     )
     results = []
     for key, name, run in contenders:
@@ -607,8 +607,8 @@ def predict_part(run_dir: Path, texts: list[str], work: Path) -> dict:
 
     print("== predict", flush=True)
     rows = predict_processes(run_dir, texts, work)  # first, before this process loads the model
-    bundle = load_model(run_dir / "model")
-    rows += predict_in_process(bundle, texts, run_dir)
+    saved = load_model(run_dir / "model")
+    rows += predict_in_process(saved, texts, run_dir)
     for row in rows:
         print(json.dumps(row), flush=True)
     return {"predict": rows, "predict_ratios": predict_ratios(rows)}

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -156,100 +157,69 @@ def predictions_csv(texts, pairs, labels, predicted, probabilities, label_names,
     return out.getvalue()
 
 
-def save_model(model, tokenizer, target: Path, info: dict) -> None:
-    """Weights (safetensors: the adapter, or the whole model), tokenizer and label map."""
+def save_model(components, model, state_dict: dict | None, target: Path, info: dict) -> None:
+    """model/: the weights (through the adapter when it keeps its own, else the whole model, by the
+    model's plugin), the tokenizer, and stancerun.json (labels, columns, the plugins that rebuild it).
+    ``state_dict`` is the full set of weights gathered from every process."""
+    from stancerun.contracts import keeps_own_weights
 
     def fill(tmp: Path):
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        if keeps_own_weights(components.adapter):
+            components.adapter.save(model, tmp, state_dict=state_dict)
+            components.model_component.save(components.loaded, tmp)
+        else:
+            components.model_component.save(components.loaded, tmp, model=model, state_dict=state_dict)
         write_json(tmp / MODEL_INFO, info)
 
     atomic_directory(target, fill)
 
 
-def merge_lora(model, model_dir: Path) -> bool:
-    """Add a saved LoRA adapter into the base weights (W += alpha/r * B @ A) and put the saved
-    head layers in place, without importing peft (which takes seconds to import; this is what
-    makes `stancerun predict` start fast). Only plain LoRA on linear layers, as the built-in
-    adapter writes it; anything else returns False and peft loads it."""
-    import math
-
-    import torch
-    from safetensors.torch import load_file
-
-    config = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    plain = (config.get("peft_type") == "LORA" and not config.get("use_dora") and not config.get("rank_pattern")
-             and not config.get("alpha_pattern") and config.get("bias", "none") == "none"
-             and not config.get("fan_in_fan_out") and not config.get("layer_replication"))
-    weights_file = model_dir / "adapter_model.safetensors"
-    if not plain or not weights_file.is_file():
-        return False
-    r = config["r"]
-    scale = config["lora_alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
-    weights = {k.removeprefix("base_model.model."): v for k, v in load_file(str(weights_file)).items()}
-    params = dict(model.named_parameters())
-    updates = {}
-    for key, value in weights.items():
-        if key.endswith(".lora_A.weight"):
-            module = key.removesuffix(".lora_A.weight")
-            b = weights.get(f"{module}.lora_B.weight")
-            if b is None or f"{module}.weight" not in params:
-                return False
-            updates[f"{module}.weight"] = ("add", scale * (b.float() @ value.float()))
-        elif key.endswith(".lora_B.weight"):
-            continue
-        elif key in params:
-            updates[key] = ("set", value)  # a head layer saved whole (modules_to_save)
-        else:
-            return False
-    with torch.no_grad():
-        for name, (how, value) in updates.items():
-            target = params[name]
-            if how == "add":
-                target.add_(value.to(target.dtype))
-            else:
-                target.copy_(value.to(target.dtype))
-    return True
-
-
 def read_model_info(model_dir: Path) -> dict:
-    """model/stancerun.json: labels, columns, max_length, base model (no torch needed)."""
+    """model/stancerun.json: labels, columns, the component records (no torch needed)."""
     info_path = Path(model_dir) / MODEL_INFO
     if not info_path.is_file():
         raise UsageError(f"{model_dir}: not a stancerun model directory (no {MODEL_INFO})")
     return json.loads(info_path.read_text(encoding="utf-8"))
 
 
-def load_model(model_dir: Path, device: str | None = None, dtype: str | None = None):
+@dataclass
+class SavedModel:
+    """A run's trained model, rebuilt through the plugins that built it, ready for inference."""
+
+    model: object
+    tokenizer: object
+    max_length: int
+    info: dict  # model/stancerun.json
+    component: object  # the stancerun.contracts.Model that rebuilt it (export asks it)
+    adapter: object
+
+
+def load_model(model_dir: Path, device: str | None = None, dtype: str | None = None, registry=None) -> SavedModel:
     """A saved run's model and tokenizer, from the run's model/ directory alone.
 
-    ``dtype`` ("bfloat16", "float16") casts the weights after a LoRA merge done in float32,
-    so the merge itself loses nothing."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    The model and adapter plugins recorded in stancerun.json rebuild it: an adapter that keeps
+    its own weights restores them over a freshly loaded base; otherwise the model plugin
+    restores the whole saved model. ``dtype`` ("bfloat16", "float16") casts the weights
+    afterwards, so an adapter's merge into the base loses nothing."""
+    from stancerun.components import rebuild, saved_record
+    from stancerun.plugins import get_registry
 
     model_dir = Path(model_dir)
     info = read_model_info(model_dir)
-    labels = info["labels"]
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    label_kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                    "label2id": {name: i for i, name in enumerate(labels)}}
-    from stancerun_hf import quiet_loading, resolve_model
-
-    remote = info.get("trust_remote_code", False)
-    with quiet_loading():
-        if (model_dir / "adapter_config.json").is_file():
-            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(info["base_model"]),
-                                                                       trust_remote_code=remote, **label_kwargs)
-            if not merge_lora(model, model_dir):
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, model_dir)  # the head comes back from modules_to_save
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=remote, **label_kwargs)
+    registry = registry or get_registry()
+    component = rebuild(registry, "models", saved_record(info, "model", model_dir))
+    adapter = rebuild(registry, "adapters", saved_record(info, "adapter", model_dir))
+    if info["weights"] == "adapter":
+        loaded = component.load(info["labels"])
+        model = adapter.restore(loaded, model_dir)
+    else:
+        loaded = component.restore(info["labels"], model_dir)
+        model = loaded.model
     model.eval()
     if device:
         model.to(device)
     if dtype and dtype != "float32":
+        import torch
+
         model.to(getattr(torch, dtype))
-    return model, tokenizer, info
+    return SavedModel(model, loaded.tokenizer, loaded.max_length, info, component, adapter)

@@ -21,12 +21,33 @@ from stancerun import artifacts
 STATE = "trainer_state.json"
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+def gather_trainable(accelerator, model, names: list[str]) -> dict[str, torch.Tensor]:
+    """The trainable weights, whole, on the CPU. Accelerate's ``get_state_dict`` gathers them
+    where DeepSpeed ZeRO-3 or FSDP shard them, so every process must call this; the gathered
+    copy is complete on the main process (the one that writes files)."""
+    state = accelerator.get_state_dict(model)
+    return {n: state[n].detach().to("cpu").contiguous().clone() for n in names if n in state}
 
 
-def load_trainable(model, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
+def sharded(accelerator) -> bool:
+    """FSDP: parameters are DTensor shards, which torch's distributed state-dict functions
+    gather and scatter (Accelerate's own FSDP saving uses them too)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def load_trainable(accelerator, model, tensors: dict[str, torch.Tensor]) -> None:
+    """Put saved trainable weights back into a (prepared) model; every process calls this."""
+    if sharded(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        # The main process's full copy is scattered to every shard (a copy: torch may consume it).
+        full = {k: v.clone() for k, v in tensors.items()} if accelerator.is_main_process else {}
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
+                                                                   strict=False))
+        return
+    params = dict(accelerator.unwrap_model(model).named_parameters())
     missing = [n for n in tensors if n not in params]
     if missing:
         raise RuntimeError(f"checkpoint does not fit the model: unknown parameters {missing[:3]}")
@@ -35,18 +56,31 @@ def load_trainable(model, tensors: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value.to(params[name].device))
 
 
-def optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    state = optimizer.state_dict()
+def optimizer_state(accelerator, model, optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """The optimizer's moments as flat tensors ("<param>.<key>") and its param groups (JSON);
+    under FSDP gathered whole, keyed by parameter name. Every process calls this."""
+    if sharded(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        state = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = optimizer.state_dict()
     tensors = {f"{pid}.{key}": value.detach().to("cpu").contiguous()
                for pid, entry in state["state"].items() for key, value in entry.items() if torch.is_tensor(value)}
     return tensors, state["param_groups"]
 
 
-def load_optimizer(optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict] = {}
+def load_optimizer(accelerator, model, optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict = {}
     for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
+        pid, key = name.rsplit(".", 1)  # a parameter index, or under FSDP a dotted parameter name
+        state.setdefault(int(pid) if pid.isdigit() else pid, {})[key] = value
+    if sharded(accelerator):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},
+                                 options=StateDictOptions(full_state_dict=True))
+        return
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -72,10 +106,11 @@ def set_rng_state(plain: dict, tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save(target: Path, model, optimizer, state: dict, best: dict | None) -> None:
-    """One complete checkpoint directory, written atomically."""
-    weights = trainable_state(model)
-    moments, groups = optimizer_tensors(optimizer)
+def save(target: Path, weights: dict[str, torch.Tensor], optimizer: tuple[dict, list], state: dict,
+         best: dict | None) -> None:
+    """One complete checkpoint directory, written atomically (``weights``: :func:`gather_trainable`,
+    ``optimizer``: :func:`optimizer_state`)."""
+    moments, groups = optimizer
     plain_rng, rng_tensors = rng_state()
 
     def fill(tmp: Path):

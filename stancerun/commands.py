@@ -86,8 +86,8 @@ def predict(args) -> int:
     note = dtype_note(args.dtype, device)
     if note:
         print(f"warning: {note}", file=sys.stderr)
-    bundle = artifacts.load_model(run_dir / "model", device=device, dtype=args.dtype)
-    rows = predict(run_dir, texts, pairs, args.batch_size, model_bundle=bundle)
+    saved = artifacts.load_model(run_dir / "model", device=device, dtype=args.dtype)
+    rows = predict(run_dir, texts, pairs, args.batch_size, saved=saved)
     output = Path(args.output) if args.output else None
     fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"
     text = format_rows(rows, fmt)

@@ -24,6 +24,7 @@ class Run:
     labels: np.ndarray
     logits: np.ndarray  # log-probabilities from predictions.csv (argmax and ranking preserved)
     label_names: list[str]
+    model: str  # where the model came from, as its plugin reported it
 
     @property
     def name(self) -> str:
@@ -41,12 +42,19 @@ def load_run(path: Path) -> Run:
     names = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")] if rows else []
     probs = np.array([[float(r[f"prob_{n}"]) for n in names] for r in rows])
     labels = np.array([names.index(r["label"]) for r in rows])
-    return Run(path, config, results, [r["text"] for r in rows], labels, np.log(np.clip(probs, 1e-12, None)), names)
+    return Run(path, config, results, [r["text"] for r in rows], labels, np.log(np.clip(probs, 1e-12, None)), names,
+               short_source(results.get("model", {}).get("source", "")))
+
+
+def short_source(source: str) -> str:
+    """A model's source for a table column: a local path's last two parts, a hub id as it is."""
+    path = Path(source)
+    return "/".join(path.parts[-2:]) if path.is_absolute() else source
 
 
 def compare(paths: list[Path], registry=None) -> dict:
+    from stancerun.components import combined_metrics
     from stancerun.config import build
-    from stancerun.engine import combined_metrics
     from stancerun.plugins import get_registry
 
     if len(paths) < 1:
@@ -66,7 +74,7 @@ def compare(paths: list[Path], registry=None) -> dict:
     evaluation = leader.config.get("evaluation", {})
     rows = []
     for run in ranked:
-        row = {"run": run.name, "path": str(run.path), "model": run.config["model"].get("name"),
+        row = {"run": run.name, "path": str(run.path), "model": run.model,
                "adapter": run.config["adapter"]["use"], "metric": metric, "value": run.results["final"][metric],
                "interval": run.results.get("intervals", {}).get("final", {}).get(metric),
                "train_runtime_s": run.results["train"].get("runtime_s"), "vs_leader": None}

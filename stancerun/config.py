@@ -11,14 +11,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
-import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from stancerun import tomlio
-from stancerun.errors import ConfigError, Problem, did_you_mean
+from stancerun import sweepplan, tomlio
+from stancerun.errors import ConfigError, Problem, UsageError, did_you_mean, show_file
 from stancerun.options import Invalid, check, describe, to_plain
 from stancerun.registry import NOUNS, Registry
 from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EvaluationConfig, TopLevel, TrainingConfig
@@ -32,16 +31,6 @@ def show_key(path: KeyPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
-
-
-def show_file(path: str | Path) -> str:
-    """A path as the user would type it: relative to the working directory when inside it."""
-    if str(path) == SET_ORIGIN:
-        return SET_ORIGIN
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
 
 
 class Origins:
@@ -325,10 +314,22 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
              "callbacks", "sweep"]
     experiment = Experiment(source, {k: config[k] for k in order if k in config})
     if "sweep" in experiment.config:
-        from stancerun.sweep import child_experiments
-
         child_experiments(experiment, registry)  # every combination must validate before anything runs
     return experiment
+
+
+def child_experiments(experiment: Experiment, registry: Registry) -> list[tuple[str, dict, Experiment]]:
+    """(run name, params, validated experiment) per sweep combination; every problem of every
+    combination at once."""
+    children, problems = [], []
+    for name, params, config in sweepplan.child_configs(experiment.config):
+        try:
+            children.append((name, params, validate(config, Origins(), experiment.path, registry)))
+        except ConfigError as error:
+            problems += [dataclasses.replace(p, key=f"sweep {name} {p.key}") for p in error.problems]
+    if problems:
+        raise ConfigError(problems, str(experiment.path))
+    return children
 
 
 def check_sweep(v: Validator, table) -> dict:
@@ -374,8 +375,11 @@ def load_experiment(path: str | Path, overrides: list[str] = (), registry: Regis
     return experiment
 
 
-def build(registry: Registry, kind: str, table: dict):
-    """Call the factory a resolved table names, with its options in their annotated types."""
+def build(registry: Registry, kind: str, table: dict, *, files_must_exist: bool = True):
+    """Call the factory a resolved table names, with its options in their annotated types, and
+    check that what it returns keeps its contract (:mod:`stancerun.contracts`)."""
+    from stancerun.contracts import conforms
+
     component = registry.get(kind, table["use"])
     schema, _ = options_schema(component.factory)
     options = {}
@@ -383,5 +387,12 @@ def build(registry: Registry, kind: str, table: dict):
     for key, value in table.items():
         if key == "use" or key in core:
             continue
-        options[key] = check(value, schema[key][0]) if key in schema and value is not None else value
-    return component.factory(**options)
+        options[key] = (check(value, schema[key][0], must_exist=files_must_exist)
+                        if key in schema and value is not None else value)
+    built = component.factory(**options)
+    missing = conforms(kind, built)
+    if missing:
+        raise UsageError(f"{NOUNS[kind]} '{component.name}' of plugin '{component.plugin}' breaks its contract: "
+                         f"its factory returned {type(built).__name__!r} without {', '.join(m + '()' for m in missing)} "
+                         "(see stancerun.contracts)")
+    return built

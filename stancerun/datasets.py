@@ -1,16 +1,18 @@
 """Labelled splits from raw rows: label ids, row-level errors, carving a validation split.
 
 No torch here: the built-in dataset plugins (csv, jsonl, inline, hf) only read rows; this
-module turns rows into :class:`Splits` the same way for all of them.
+module reads CSV and JSONL files and turns rows into :class:`Splits` the same way for all of them.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from stancerun.errors import UsageError
+from stancerun.errors import UsageError, show_file
 from stancerun.options import Split
 
 
@@ -56,8 +58,37 @@ class RowSource:
     first_row: int = 1  # the number shown for rows[0] (a CSV's first data row is line 2)
 
 
+def read_csv(path: str, delimiter: str = ",") -> RowSource:
+    """Rows of a CSV file with a header row (UTF-8, a byte-order mark allowed)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle, delimiter=delimiter))
+    return RowSource(show_file(path), rows, first_row=2)  # line 1 is the header
+
+
+def read_jsonl(path: str) -> RowSource:
+    """Rows of a JSON Lines file: one object per line."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"{show_file(path)}, line {number}: not valid JSON: {error.msg}") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{show_file(path)}, line {number}: expected a JSON object")
+            rows.append(row)
+    return RowSource(show_file(path), rows)
+
+
+def is_jsonl(path: str) -> bool:
+    return str(path).lower().endswith((".jsonl", ".json"))
+
+
 class RowDataset:
-    """Shared options and logic of the built-in datasets; subclasses implement ``sources``."""
+    """Shared options and logic of the built-in datasets; subclasses implement ``sources``.
+    It keeps :class:`stancerun.contracts.Dataset` whole: ``load``, ``read`` and the column names."""
 
     def __init__(self, *, split: Split, text_column: str, text_pair_column: str | None, label_column: str,
                  labels: list[str] | None):
@@ -74,6 +105,18 @@ class RowDataset:
     def files(self) -> list[str]:
         return []
 
+    @property
+    def split_seed(self) -> int:
+        return self.split.seed
+
+    def read_file(self, path: str) -> RowSource:
+        """Rows of a file the user names later (``evaluate --data``): CSV or JSONL, by extension."""
+        return read_jsonl(path) if is_jsonl(path) else read_csv(path)
+
+    def read(self, path: str, labels: list[str]) -> Examples:
+        """Labelled examples from a new file, with this dataset's columns and ``labels``' ids."""
+        return self.examples(self.read_file(path), {name: i for i, name in enumerate(labels)})
+
     def label_names(self, train: RowSource) -> list[str]:
         if self.labels is not None:
             return list(self.labels)
@@ -86,14 +129,14 @@ class RowDataset:
         if len(names) < 2:
             raise UsageError(f"{train_source.name}: column '{self.label_column}' has {len(names)} label(s); a classifier needs at least 2")
         ids = {name: i for i, name in enumerate(names)}
-        splits = {key: self._examples(src, ids) if src is not None else None for key, src in sources.items()}
+        splits = {key: self.examples(src, ids) if src is not None else None for key, src in sources.items()}
         train, validation = splits["train"], splits.get("validation")
         carved = validation is None
         if carved:
             train, validation = carve(train, self.split)
         return Splits(train, validation, names, splits.get("test"), self.files(), carved)
 
-    def _examples(self, source: RowSource, ids: dict[str, int]) -> Examples:
+    def examples(self, source: RowSource, ids: dict[str, int]) -> Examples:
         texts, labels, pairs = [], [], [] if self.text_pair_column else None
         if not source.rows:
             raise UsageError(f"{source.name}: no rows")

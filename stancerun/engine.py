@@ -24,7 +24,7 @@ import torch
 from stancerun import artifacts, checkpoint
 from stancerun.batching import (Collator, IndexDataset, LengthBucketBatches, encode_examples, model_inputs,
                                 sorted_batches)
-from stancerun.config import Experiment, build
+from stancerun.config import Experiment
 from stancerun.errors import UsageError
 from stancerun.prediction import EvalPrediction
 
@@ -68,46 +68,6 @@ class Evaluation:
     labels: np.ndarray
 
 
-@dataclass
-class Components:
-    """Everything built from an experiment before training starts."""
-
-    splits: object
-    data_report: object  # stancerun.datachecks.DataReport
-    loaded: object
-    model: torch.nn.Module
-    adapter: object
-    metrics: list
-    callbacks: list
-
-    @property
-    def metric_fn(self):
-        return combined_metrics(self.metrics)
-
-
-def count_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
-def build_components(experiment: Experiment, registry, splits=None) -> Components:
-    """Data first (and its checks, which may stop the run), then model, adapter, metrics, callbacks.
-    ``splits`` replaces the dataset's own (cross-validation folds)."""
-    from stancerun import datachecks
-
-    config = experiment.config
-    if splits is None:
-        splits = build(registry, "datasets", config["data"]).load()
-    data_report = datachecks.check(splits, config["data"].get("on_leakage", "warn"))
-    loaded = build(registry, "models", config["model"]).load(splits.labels)
-    adapter = build(registry, "adapters", config["adapter"])
-    model = adapter.apply(loaded)
-    metrics = [build(registry, "metrics", table) for table in config["metrics"]]
-    callbacks = [build(registry, "callbacks", table) for table in config["callbacks"]]
-    return Components(splits, data_report, loaded, model, adapter, metrics, callbacks)
-
-
 def make_optimizer(model, training):
     """AdamW; biases and LayerNorm weights get no weight decay (as transformers' Trainer)."""
     decay, no_decay = [], []
@@ -138,47 +98,67 @@ def plan_steps(batches_per_epoch: int, training, num_processes: int) -> tuple[in
     return per_epoch, total, math.ceil(total / per_epoch)
 
 
-def compute_metrics(metric_fns, pred: EvalPrediction) -> dict:
-    results = {}
-    for fn in metric_fns:
-        results.update({k: float(v) for k, v in fn(pred).items()})
-    return results
+@dataclass
+class LoopPosition:
+    """Where the loop stands: saved in every checkpoint, so a resumed run continues exactly here."""
+
+    epoch_index: int = 0  # the epoch being iterated
+    batches_done: int = 0  # its micro-batches already trained on
+    samples: int = 0  # training examples this process has seen
+    running_loss: object = 0.0  # loss summed since the last log line: a device tensor while training
+    elapsed: float = 0.0  # training seconds before this process started
+    last_eval_step: int | None = None
+
+    def saved(self, elapsed: float) -> dict:
+        # float() syncs the device: only here, when a checkpoint is written, never per step.
+        return {"epoch_index": self.epoch_index, "batches_done": self.batches_done, "samples": self.samples,
+                "running_loss": float(self.running_loss), "elapsed": elapsed, "last_eval_step": self.last_eval_step}
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "LoopPosition":
+        return cls(**{k: saved[k] for k in ("epoch_index", "batches_done", "samples", "running_loss", "elapsed",
+                                            "last_eval_step")})
 
 
-def combined_metrics(metric_fns):
-    """All of an experiment's metrics as one function; vectorised for the bootstrap when every
-    metric has a ``from_confusion`` twin (see stancerun_metrics)."""
+@dataclass
+class Loop:
+    """One fit's prepared objects, plan and position."""
 
-    def compute(pred):
-        return compute_metrics(metric_fns, pred)
-
-    if all(hasattr(fn, "from_confusion") for fn in metric_fns):
-        def from_confusion(cm, names):
-            found = {}
-            for fn in metric_fns:
-                found.update(fn.from_confusion(cm, names))
-            return found
-
-        compute.from_confusion = from_confusion
-    return compute
+    model: torch.nn.Module
+    optimizer: object
+    scheduler: object
+    train_loader: object
+    train_batches: LengthBucketBatches
+    total_steps: int
+    epochs: int
+    baseline: Evaluation
+    position: LoopPosition
+    saved: dict | None = None  # the checkpoint resumed from, until its RNG state is put back
+    first_epoch: int = 0
+    skip: int = 0  # micro-batches of the first epoch trained on before the checkpoint
+    started: float = 0.0
+    progress: object = None
 
 
 class Trainer:
     """Holds the state of one run; ``fit`` is the loop."""
 
-    def __init__(self, experiment: Experiment, components: Components, accelerator, run_dir: Path | None, reporter):
+    def __init__(self, experiment: Experiment, components, accelerator, run_dir: Path | None, reporter):
         self.experiment = experiment
         self.training = experiment.training
-        self.c = components
+        self.c = components  # stancerun.components.Components
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.reporter = reporter
         self.labels = components.splits.labels
         self.run = RunState(experiment.config, run_dir, accelerator.is_main_process, self.training.best_is_greater)
+        # Named before Accelerate wraps the model: what checkpoints and the best-model copy keep.
+        self.trainable_names = [n for n, p in components.model.named_parameters() if p.requires_grad]
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.best_state: dict | None = None
         self.history: list[dict] = []
+        self.interrupted: str | None = None
 
     # -- data ---------------------------------------------------------------------------
     def loaders(self):
@@ -265,11 +245,11 @@ class Trainer:
             self.best_metric, self.best_step = value, self.run.global_step
             if self.training.load_best_model_at_end:
                 # Only trainable weights change; copying them (LoRA: ~1% of the model) is cheap.
-                self.best_state = checkpoint.trainable_state(self.accelerator.unwrap_model(model))
+                self.best_state = checkpoint.gather_trainable(self.accelerator, model, self.trainable_names)
 
     def restore_best(self, model) -> None:
         if self.best_state is not None:
-            checkpoint.load_trainable(self.accelerator.unwrap_model(model), self.best_state)
+            checkpoint.load_trainable(self.accelerator, model, self.best_state)
 
     # -- logging ------------------------------------------------------------------------
     def record(self, kind: str, values: dict) -> None:
@@ -285,26 +265,32 @@ class Trainer:
                 method(self.run, *args)
 
     # -- checkpoints --------------------------------------------------------------------
-    def save_checkpoint(self, model, optimizer, scheduler) -> None:
+    def save_checkpoint(self, loop: Loop) -> None:
         """Everything resume needs, at the current position (see stancerun.checkpoint)."""
         if self.run_dir is None:
             return
-        self.accelerator.wait_for_everyone()
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        # Every process takes part: under ZeRO-3 or FSDP each holds only a shard.
+        weights = checkpoint.gather_trainable(acc, loop.model, self.trainable_names)
+        moments = checkpoint.optimizer_state(acc, loop.model, loop.optimizer)
         target = self.run_dir / "checkpoints" / f"step-{self.run.global_step}"
-        if self.accelerator.is_main_process:
+        if acc.is_main_process:
             state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
-                     "best_step": self.best_step, "should_stop": self.run.should_stop, **self.position,
-                     "running_loss": float(self.position["running_loss"]), "scheduler": scheduler.state_dict(),
+                     "best_step": self.best_step, "should_stop": self.run.should_stop,
+                     **loop.position.saved(time.perf_counter() - loop.started),
+                     "scheduler": loop.scheduler.state_dict(),
                      "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.c.callbacks]}
-            checkpoint.save(target, self.accelerator.unwrap_model(model), optimizer, state, self.best_state)
+            checkpoint.save(target, weights, moments, state, self.best_state)
             self.prune_checkpoints()
         self.callback("on_save", target)
 
-    def restore(self, saved: dict, model, optimizer, scheduler) -> dict:
+    def restore(self, saved: dict, loop: Loop) -> LoopPosition:
         """Put weights, optimizer, scheduler, bookkeeping and callbacks back as they were saved."""
-        checkpoint.load_trainable(self.accelerator.unwrap_model(model), saved["trainable"])
-        checkpoint.load_optimizer(optimizer, saved["optimizer"], saved["optimizer_param_groups"])
-        scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.load_trainable(self.accelerator, loop.model, saved["trainable"])
+        checkpoint.load_optimizer(self.accelerator, loop.model, loop.optimizer, saved["optimizer"],
+                                  saved["optimizer_param_groups"])
+        loop.scheduler.load_state_dict(saved["scheduler"])
         self.run.global_step, self.run.epoch = saved["global_step"], saved["epoch"]
         self.run.should_stop = saved["should_stop"]
         self.best_metric, self.best_step, self.best_state = saved["best_metric"], saved["best_step"], saved["best"]
@@ -315,7 +301,7 @@ class Trainer:
             # Lines written after the checkpoint belong to the run that was killed.
             lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
             self.history = [e for e in map(json.loads, lines) if e["type"] != "final" and e["step"] <= self.run.global_step]
-        return {k: saved[k] for k in ("epoch_index", "batches_done", "running_loss", "samples", "elapsed", "last_eval_step")}
+        return LoopPosition.from_saved(saved)
 
     @contextlib.contextmanager
     def signals_saved(self):
@@ -348,18 +334,32 @@ class Trainer:
 
                 shutil.rmtree(folder / f"step-{step}", ignore_errors=True)
 
-    def model_info(self) -> dict:
-        config = self.experiment.config
-        return {"labels": self.labels, "base_model": config["model"]["name"], "model_source": self.c.loaded.source,
-                "adapter": config["adapter"]["use"], "max_length": self.c.loaded.max_length,
-                "text_column": config["data"].get("text_column", "text"),
-                "label_column": config["data"].get("label_column", "label"),
-                "text_pair_column": config["data"].get("text_pair_column"),
-                "trust_remote_code": config["model"].get("trust_remote_code", False)}
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, resume_from: Path | None = None) -> dict:
         """Train; with ``resume_from`` (a checkpoint directory), continue exactly where it was saved."""
+        loop = self.set_up(resume_from)
+        with self.signals_saved():
+            for epoch in range(loop.first_epoch, loop.epochs):
+                # Through the prepared loader: Accelerate re-sets the epoch from its own pass counter,
+                # which starts at 0 in a resumed process (a run resumed in epoch 2 replayed epoch 0's order).
+                loop.train_loader.set_epoch(epoch)
+                loop.train_batches.set_epoch(epoch)
+                for done, batch in enumerate(loop.train_loader, 1):
+                    if epoch == loop.first_epoch and done <= loop.skip:
+                        continue  # trained on before the checkpoint
+                    if self.step(loop, batch, epoch, done):
+                        break
+                else:  # the epoch ran to its end
+                    self.run.epoch = float(epoch + 1)
+                self.end_epoch(loop, epoch)
+                if self.finished(loop):
+                    break
+        return self.finish(loop)
+
+    def set_up(self, resume_from: Path | None) -> Loop:
+        """Loaders, optimizer and schedule, Accelerate's preparation, the untrained model's score,
+        and, when resuming, everything the checkpoint saved."""
         acc, t = self.accelerator, self.training
         train_loader, train_batches = self.loaders()
         model = self.c.model
@@ -375,114 +375,104 @@ class Trainer:
         # The untrained model is scored on resume too: the fresh weights are the same (same seed).
         baseline = self.evaluate(model, "validation")
         self.check_metric_exists(baseline.metrics)
-        position = {"epoch_index": 0, "batches_done": 0, "running_loss": 0.0, "samples": 0, "elapsed": 0.0,
-                    "last_eval_step": None}
-        saved = None
+        loop = Loop(model, optimizer, scheduler, train_loader, train_batches, total_steps, epochs, baseline, LoopPosition())
         if resume_from is None:
             self.record("baseline", {f"eval_{k}": v for k, v in baseline.metrics.items()})
             self.reporter.evaluation("baseline (before training)", baseline.metrics)
         else:
-            saved = checkpoint.load(resume_from)
-            position = self.restore(saved, model, optimizer, scheduler)
+            loop.saved = checkpoint.load(resume_from)
+            loop.position = self.restore(loop.saved, loop)
             self.reporter.console.print(f"[bold]resuming[/] from {resume_from.name} (step {self.run.global_step})")
+        loop.first_epoch, loop.skip = loop.position.epoch_index, loop.position.batches_done
 
-        eval_every = t.eval_steps or t.logging_steps
         self.callback("on_train_begin")
         model.train()
-        running_loss = torch.full((), position["running_loss"], device=acc.device)
-        samples = position["samples"]
-        started = time.perf_counter() - position["elapsed"]
-        progress = self.reporter.progress(total_steps)
-        progress.update(self.run.global_step)
-        last_eval_step = position["last_eval_step"]
-        start_epoch, skip = position["epoch_index"], position["batches_done"]
-        if saved is not None and skip == 0:
-            checkpoint.set_rng_state(saved["rng"], saved["rng_tensors"])  # before the epoch's loader draws its seed
-        self.position = {}
-        with self.signals_saved():
-            for epoch in range(start_epoch, epochs):
-                train_batches.set_epoch(epoch)
-                micro_batches = 0
-                for batch in train_loader:
-                    if epoch == start_epoch and micro_batches < skip:
-                        micro_batches += 1  # already trained on before the checkpoint
-                        continue
-                    if saved is not None:
-                        checkpoint.set_rng_state(saved["rng"], saved["rng_tensors"])  # dropout continues as it was
-                        saved = None
-                    with acc.accumulate(model):
-                        out = model(**model_inputs(batch), labels=batch["labels"])
-                        acc.backward(out.loss)
-                        if acc.sync_gradients and t.max_grad_norm > 0:
-                            acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    # No .item() here: reading the loss every step would sync the device.
-                    running_loss += out.loss.detach() / t.gradient_accumulation_steps
-                    micro_batches += 1
-                    samples += batch["labels"].shape[0]
-                    if not acc.sync_gradients:
-                        continue
-                    scheduler.step()
-                    self.run.global_step += 1
-                    self.run.epoch = epoch + micro_batches / max(1, len(train_loader))
-                    step = self.run.global_step
-                    if step % t.logging_steps == 0 or step == total_steps:
-                        steps_in_window = step % t.logging_steps or t.logging_steps
-                        logs = {"loss": acc.reduce(running_loss, "mean").item() / steps_in_window,
-                                "learning_rate": scheduler.get_last_lr()[0]}
-                        running_loss.zero_()
-                        self.record("train", logs)
-                        self.callback("on_log", logs)
-                        progress.update(step, logs)
-                    else:
-                        progress.update(step)
-                    if t.eval_strategy == "steps" and step % eval_every == 0:
-                        self.evaluation_step(model)
-                        last_eval_step = step
-                    # A copy, not .item(): the device syncs only when a checkpoint is written.
-                    self.position = {"epoch_index": epoch, "batches_done": micro_batches, "samples": samples,
-                                     "running_loss": running_loss.clone(), "last_eval_step": last_eval_step,
-                                     "elapsed": time.perf_counter() - started}
-                    if (t.save_strategy == "steps" and step % t.save_steps == 0) or self.interrupted:
-                        self.save_checkpoint(model, optimizer, scheduler)
-                    if self.interrupted:
-                        raise KeyboardInterrupt(f"stopped by signal {self.interrupted} after saving step {step}")
-                    if self.run.should_stop or step >= total_steps:
-                        break
-                else:  # the epoch ran to its end
-                    self.run.epoch = float(epoch + 1)
-                if t.eval_strategy == "epoch" and last_eval_step != self.run.global_step:
-                    self.evaluation_step(model)
-                    last_eval_step = self.run.global_step
-                self.position = {"epoch_index": epoch + 1, "batches_done": 0, "samples": samples,
-                                 "running_loss": running_loss.clone(), "last_eval_step": last_eval_step,
-                                 "elapsed": time.perf_counter() - started}
-                if t.save_strategy == "epoch":
-                    self.save_checkpoint(model, optimizer, scheduler)
-                if self.run.should_stop or self.run.global_step >= total_steps:
-                    break
-        runtime = time.perf_counter() - started
-        progress.close()
-        # A stop requested at the last planned step ended nothing early.
-        stopped_early = self.run.should_stop and self.run.global_step < total_steps
+        loop.position.running_loss = torch.full((), loop.position.running_loss, device=acc.device)
+        loop.started = time.perf_counter() - loop.position.elapsed
+        loop.progress = self.reporter.progress(total_steps)
+        loop.progress.update(self.run.global_step)
+        if loop.saved is not None and loop.skip == 0:
+            checkpoint.set_rng_state(loop.saved["rng"], loop.saved["rng_tensors"])  # before the epoch's loader draws its seed
+        return loop
 
+    def step(self, loop: Loop, batch, epoch: int, done: int) -> bool:
+        """One micro-batch; after each optimizer update, log, evaluate and save as planned.
+        Returns whether training is over."""
+        acc, t, position = self.accelerator, self.training, loop.position
+        if loop.saved is not None:
+            checkpoint.set_rng_state(loop.saved["rng"], loop.saved["rng_tensors"])  # dropout continues as it was
+            loop.saved = None
+        with acc.accumulate(loop.model):
+            out = loop.model(**model_inputs(batch), labels=batch["labels"])
+            acc.backward(out.loss)
+            if acc.sync_gradients and t.max_grad_norm > 0:
+                acc.clip_grad_norm_(loop.model.parameters(), t.max_grad_norm)
+            loop.optimizer.step()
+            loop.optimizer.zero_grad(set_to_none=True)
+        # No .item() here: reading the loss every step would sync the device.
+        position.running_loss += out.loss.detach() / t.gradient_accumulation_steps
+        position.samples += batch["labels"].shape[0]
+        position.epoch_index, position.batches_done = epoch, done
+        if not acc.sync_gradients:
+            return False  # accumulating gradients: no update yet
+
+        loop.scheduler.step()
+        self.run.global_step += 1
+        self.run.epoch = epoch + done / max(1, len(loop.train_loader))
+        step = self.run.global_step
+        if step % t.logging_steps == 0 or step == loop.total_steps:
+            steps_in_window = step % t.logging_steps or t.logging_steps
+            logs = {"loss": acc.reduce(position.running_loss, "mean").item() / steps_in_window,
+                    "learning_rate": loop.scheduler.get_last_lr()[0]}
+            position.running_loss.zero_()
+            self.record("train", logs)
+            self.callback("on_log", logs)
+            loop.progress.update(step, logs)
+        else:
+            loop.progress.update(step)
+        if t.eval_strategy == "steps" and step % (t.eval_steps or t.logging_steps) == 0:
+            self.evaluation_step(loop.model)
+            position.last_eval_step = step
+        if (t.save_strategy == "steps" and step % t.save_steps == 0) or self.interrupted:
+            self.save_checkpoint(loop)
+        if self.interrupted:
+            raise KeyboardInterrupt(f"stopped by signal {self.interrupted} after saving step {step}")
+        return self.finished(loop)
+
+    def end_epoch(self, loop: Loop, epoch: int) -> None:
+        if self.training.eval_strategy == "epoch" and loop.position.last_eval_step != self.run.global_step:
+            self.evaluation_step(loop.model)
+            loop.position.last_eval_step = self.run.global_step
+        loop.position.epoch_index, loop.position.batches_done = epoch + 1, 0
+        if self.training.save_strategy == "epoch":
+            self.save_checkpoint(loop)
+
+    def finished(self, loop: Loop) -> bool:
+        return self.run.should_stop or self.run.global_step >= loop.total_steps
+
+    def finish(self, loop: Loop) -> dict:
+        """The best weights back, the final (and test) evaluation, and the run's figures."""
+        acc, t, model = self.accelerator, self.training, loop.model
+        runtime = time.perf_counter() - loop.started
+        loop.progress.close()
+        # A stop requested at the last planned step ended nothing early.
+        stopped_early = self.run.should_stop and self.run.global_step < loop.total_steps
         if t.load_best_model_at_end and self.best_state is not None:
             self.restore_best(model)
         final = self.evaluate(model, "validation")
         test = self.evaluate(model, "test") if "test" in self.eval_loaders else None
         self.record("final", {f"eval_{k}": v for k, v in final.metrics.items()})
-        total_samples = acc.reduce(torch.tensor(samples, device=acc.device), "sum").item()
+        total_samples = acc.reduce(torch.tensor(loop.position.samples, device=acc.device), "sum").item()
         train = {"runtime_s": round(runtime, 3), "samples_per_second": round(total_samples / runtime, 3) if runtime else None,
-                 "global_step": self.run.global_step, "epochs": round(self.run.epoch, 4), "total_steps_planned": total_steps,
+                 "global_step": self.run.global_step, "epochs": round(self.run.epoch, 4), "total_steps_planned": loop.total_steps,
                  "train_samples": len(self.encoded["train"]), "eval_samples": len(self.encoded["validation"]),
                  "best_step": self.best_step, "best_metric": self.best_metric, "metric_for_best_model": self.metric_name(),
                  "restored_best": bool(t.load_best_model_at_end and self.best_state is not None),
                  "stopped_early": stopped_early, "world_size": acc.num_processes}
-        results = {"baseline": baseline.metrics, "final": final.metrics, "train": train}
+        results = {"baseline": loop.baseline.metrics, "final": final.metrics, "train": train}
         if test is not None:
             results["test"] = test.metrics
-        return {"results": results, "model": model, "baseline": baseline, "final": final, "test": test}
+        return {"results": results, "model": model, "baseline": loop.baseline, "final": final, "test": test}
 
     def evaluation_step(self, model) -> None:
         evaluation = self.evaluate(model, "validation")

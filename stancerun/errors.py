@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class StancerunError(Exception):
@@ -50,3 +52,13 @@ def did_you_mean(word: str, candidates) -> str | None:
 
     match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else None
+
+
+def show_file(path: str | Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    if str(path) == "--set":
+        return str(path)
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)

@@ -10,27 +10,28 @@ import numpy as np
 
 from stancerun import analysis, artifacts, stats, tomlio
 from stancerun.errors import UsageError
-from stancerun.options import Split
 
 
-def read_labelled(path: Path, info: dict):
-    """Examples from a CSV or JSONL file, with the run's columns and label ids."""
-    from stancerun.datasets import RowDataset
-    from stancerun_data import read_rows
+def read_labelled(path: Path, info: dict, model_dir: Path, registry):
+    """Examples from a new labelled file, read by the run's own dataset plugin (its ``read``)."""
+    from stancerun.components import rebuild, saved_record
 
     if not path.is_file():
         raise UsageError(f"--data {path}: file not found")
-    reader = RowDataset(split=Split(), text_column=info.get("text_column") or "text",
-                        text_pair_column=info.get("text_pair_column"), label_column=info.get("label_column") or "label",
-                        labels=info["labels"])
-    return reader._examples(read_rows(str(path)), {name: i for i, name in enumerate(info["labels"])})
+    record = saved_record(info, "data", model_dir)
+    # Built again only to read with: the run's own training files need not exist any more.
+    dataset = rebuild(registry, "datasets", record, files_must_exist=False)
+    if not callable(getattr(dataset, "read", None)):
+        raise UsageError(f"--data: dataset '{record['use']}' (plugin '{record['plugin']}') cannot read files: "
+                         "it has no read(path, labels) (see stancerun.contracts.Dataset)")
+    return dataset.read(str(path), info["labels"])
 
 
 def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None) -> Path:
     from rich.console import Console
 
+    from stancerun.components import combined_metrics
     from stancerun.config import Experiment, build
-    from stancerun.engine import combined_metrics
     from stancerun.plugins import get_registry
     from stancerun.predict import inference_device, predict_logits
     from stancerun.report import Reporter, per_class
@@ -40,11 +41,12 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
         raise UsageError(f"{run_dir}: not a run directory (needs model/ and config.toml)")
     config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
     experiment = Experiment(run_dir / "config.toml", config)
-    examples = read_labelled(data, artifacts.read_model_info(run_dir / "model"))  # bad data fails before the load
-    model, tokenizer, info = artifacts.load_model(run_dir / "model", device=inference_device())
+    info = artifacts.read_model_info(run_dir / "model")
+    examples = read_labelled(data, info, run_dir / "model", registry)  # bad data fails before the load
+    saved = artifacts.load_model(run_dir / "model", device=inference_device(), registry=registry)
     metric_fn = combined_metrics([build(registry, "metrics", table) for table in config["metrics"]])
     names = info["labels"]
-    logits = predict_logits(model, tokenizer, examples.texts, examples.pairs, info["max_length"], batch_size)
+    logits = predict_logits(saved.model, saved.tokenizer, examples.texts, examples.pairs, saved.max_length, batch_size)
     labels = np.asarray(examples.labels)
     scored = analysis.score(logits, labels, names, metric_fn, experiment.evaluation)
     temperature = info.get("temperature", 1.0)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from stancerun import artifacts, tomlio
+from stancerun.contracts import LoadedModel
 from stancerun.errors import UsageError
 
 
@@ -75,21 +76,27 @@ def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
         raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir}: exists and is not empty")
-    model, tokenizer, info = artifacts.load_model(run_dir / "model")
-    is_adapter = (run_dir / "model" / "adapter_config.json").is_file()
+    info = artifacts.read_model_info(run_dir / "model")
+    is_adapter = info.get("weights") == "adapter"
     if is_adapter and not merge:
         raise UsageError(f"{run_dir} holds a LoRA adapter: add --merge to write a standalone model "
                          f"(the adapter alone is in {run_dir / 'model'})")
-    if is_adapter and hasattr(model, "merge_and_unload"):
-        # load_model merges plain LoRA itself; anything peft had to load is merged here
-        model = model.merge_and_unload()
-    fold_temperature(model, len(info["labels"]), info.get("temperature", 1.0))
+    # The adapter's restore folds its weights into the base: a plain model of the base architecture.
+    saved = artifacts.load_model(run_dir / "model")
+    write = getattr(saved.component, "export", None)
+    if not callable(write):
+        record = info["components"]["model"]
+        raise UsageError(f"export: model '{record['use']}' (plugin '{record['plugin']}') cannot be exported as a "
+                         "standalone transformers model: its plugin has no export() (see stancerun.contracts.Model); "
+                         f"`stancerun predict {run_dir}` still uses it")
+    fold_temperature(saved.model, len(info["labels"]), info.get("temperature", 1.0))
+    loaded = LoadedModel(saved.model, saved.tokenizer, saved.max_length, info.get("base_model", ""))
 
     def fill(tmp: Path):
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        write(loaded, saved.model, tmp)
         artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter))
-        artifacts.write_json(tmp / artifacts.MODEL_INFO, {**info, "temperature": 1.0, "exported_from": str(run_dir)})
+        artifacts.write_json(tmp / artifacts.MODEL_INFO, {**info, "temperature": 1.0, "weights": "model",
+                                                          "exported_from": str(run_dir)})
 
     artifacts.atomic_directory(out_dir, fill)
     return out_dir

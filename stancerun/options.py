@@ -128,17 +128,19 @@ def _show(value) -> str:
     return f"the {name} {shown}".rstrip()
 
 
-def check(value, annotation, *, base_dir: Path | None = None):
+def check(value, annotation, *, base_dir: Path | None = None, must_exist: bool = True):
     """Return ``value`` converted to ``annotation``; raise :class:`Invalid` if it does not fit.
 
-    ``File`` options come back as absolute paths (relative ones are joined to ``base_dir``).
+    ``File`` options come back as absolute paths (relative ones are joined to ``base_dir``);
+    ``must_exist=False`` skips the existence check (rebuilding a saved run's dataset only to read
+    new files with it must not need the old training files).
     """
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation in (list, dict):  # bare list / dict: any items
         origin = annotation
     if origin is Annotated:
         try:
-            value = check(value, args[0], base_dir=base_dir)
+            value = check(value, args[0], base_dir=base_dir, must_exist=must_exist)
         except Invalid as error:
             if error.key or not any(isinstance(m, Range) for m in args[1:]):
                 raise
@@ -147,7 +149,7 @@ def check(value, annotation, *, base_dir: Path | None = None):
             if isinstance(marker, Range) and value is not None and (bad := marker.violation(value)):
                 raise Invalid(f"expected {describe(annotation)}, got {value!r} (must be {bad})")
             if isinstance(marker, FileMarker):
-                value = _check_path(value, marker, base_dir)
+                value = _check_path(value, marker, base_dir, must_exist)
         return value
     if annotation is Any:
         return value
@@ -158,7 +160,7 @@ def check(value, annotation, *, base_dir: Path | None = None):
             if arg is type(None):
                 continue
             try:
-                return check(value, arg, base_dir=base_dir)
+                return check(value, arg, base_dir=base_dir, must_exist=must_exist)
             except Invalid as error:
                 last = error
         if len([a for a in args if a is not type(None)]) == 1:
@@ -183,29 +185,29 @@ def check(value, annotation, *, base_dir: Path | None = None):
         raise Invalid(f"expected {describe(annotation)}, got {value!r}")
     elif origin is list:
         if isinstance(value, list):
-            return [_check_item(v, args[0] if args else Any, f"[{i}]", base_dir) for i, v in enumerate(value)]
+            return [_check_item(v, args[0] if args else Any, f"[{i}]", base_dir, must_exist) for i, v in enumerate(value)]
     elif origin is dict:
         if isinstance(value, dict):
             inner = args[1] if args else Any
-            return {k: _check_item(v, inner, f".{k}", base_dir) for k, v in value.items()}
+            return {k: _check_item(v, inner, f".{k}", base_dir, must_exist) for k, v in value.items()}
     elif dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
         if isinstance(value, dict):
-            return check_table(value, annotation, base_dir=base_dir)
+            return check_table(value, annotation, base_dir=base_dir, must_exist=must_exist)
     else:
         raise TypeError(f"unsupported option annotation: {annotation!r}")
     raise Invalid(f"expected {describe(annotation)}, got {_show(value)}")
 
 
-def _check_item(value, annotation, key, base_dir):
+def _check_item(value, annotation, key, base_dir, must_exist=True):
     try:
-        return check(value, annotation, base_dir=base_dir)
+        return check(value, annotation, base_dir=base_dir, must_exist=must_exist)
     except Invalid as error:
         raise Invalid(error.message, key + error.key) from None
 
 
-def check_table(value: dict, cls, *, base_dir: Path | None = None):
+def check_table(value: dict, cls, *, base_dir: Path | None = None, must_exist: bool = True):
     """Bind a TOML table to a dataclass; the first problem found is raised with its key."""
     from stancerun.errors import did_you_mean
 
@@ -214,7 +216,7 @@ def check_table(value: dict, cls, *, base_dir: Path | None = None):
     for key in value:
         if key not in fields:
             raise Invalid("unknown key" + (f"; {hint}" if (hint := did_you_mean(key, fields)) else ""), f".{key}")
-    bound = {k: _check_item(v, hints[k], f".{k}", base_dir) for k, v in value.items()}
+    bound = {k: _check_item(v, hints[k], f".{k}", base_dir, must_exist) for k, v in value.items()}
     missing = [f.name for f in fields.values() if f.name not in bound
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -222,7 +224,7 @@ def check_table(value: dict, cls, *, base_dir: Path | None = None):
     return cls(**bound)
 
 
-def _check_path(value, marker: FileMarker, base_dir: Path | None):
+def _check_path(value, marker: FileMarker, base_dir: Path | None, must_exist: bool = True):
     if value is None:
         return None
     path = Path(value).expanduser()
@@ -230,7 +232,7 @@ def _check_path(value, marker: FileMarker, base_dir: Path | None):
         path = base_dir / path
     path = path.resolve()
     exists = path.is_dir() if marker.directory else path.is_file()
-    if not exists:
+    if must_exist and not exists:
         raise Invalid(f"{'directory' if marker.directory else 'file'} not found: {path}")
     return str(path)
 

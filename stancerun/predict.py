@@ -71,12 +71,15 @@ def predict_logits(model, tokenizer, texts, pairs, max_length: int, batch_size: 
     return logits if logits is not None else np.empty((0, 0), dtype=np.float32)
 
 
-def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, model_bundle=None) -> list[dict]:
+def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, saved=None) -> list[dict]:
+    """One row per text: the label, its confidence and every label's probability.
+    ``saved``: the run's model already loaded (:func:`stancerun.artifacts.load_model`)."""
     from stancerun.artifacts import load_model
     from stancerun.stats import softmax
 
-    model, tokenizer, info = model_bundle or load_model(run_dir / "model")
-    logits = predict_logits(model, tokenizer, texts, pairs, info["max_length"], batch_size)
+    saved = saved or load_model(run_dir / "model")
+    info = saved.info
+    logits = predict_logits(saved.model, saved.tokenizer, texts, pairs, saved.max_length, batch_size)
     probs = softmax(logits, info.get("temperature", 1.0))  # 1.0 unless [evaluation] calibrate = true
     labels = info["labels"]
     results = []

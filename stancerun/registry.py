@@ -64,6 +64,9 @@ class Registry:
     def suggest(self, kind: str, name) -> str | None:
         return did_you_mean(name, self.components[kind])
 
+    def plugin(self, name: str) -> PluginInfo:
+        return next(p for p in self.plugins if p.name == name)
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 

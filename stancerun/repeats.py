@@ -62,8 +62,11 @@ def run_repeated(experiment: Experiment, output_dir: str | None = None, registry
     artifacts.atomic_write(parent / "config.toml", experiment.to_toml())
     if ev.cv_folds:
         mode = "cv"
-        splits = build(registry, "datasets", experiment.config["data"]).load()
-        split_seed = experiment.config["data"].get("split", {}).get("seed", experiment.config["seed"])
+        dataset = build(registry, "datasets", experiment.config["data"])
+        splits = dataset.load()
+        # Folds shuffle with the dataset's own split seed (stancerun.contracts.Dataset), else the run's.
+        split_seed = getattr(dataset, "split_seed", None)
+        split_seed = experiment.config["seed"] if split_seed is None else split_seed
         plans = [(f"fold-{i + 1}", experiment, s) for i, s in enumerate(fold_splits(splits, ev.cv_folds, split_seed))]
     else:
         mode = "seeds"

@@ -12,21 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from stancerun.stats import softmax
+from stancerun.stats import per_class_scores, softmax
 
 
 def per_class(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of each class (0 where undefined)."""
-    predicted = logits.argmax(axis=1)
-    rows = []
-    for i, name in enumerate(names):
-        tp = int(((predicted == i) & (labels == i)).sum())
-        pred_n, true_n = int((predicted == i).sum()), int((labels == i).sum())
-        p = tp / pred_n if pred_n else 0.0
-        r = tp / true_n if true_n else 0.0
-        f = 2 * p * r / (p + r) if p + r else 0.0
-        rows.append({"label": name, "precision": p, "recall": r, "f1": f, "support": true_n})
-    return rows
+    scores = per_class_scores(confusion(logits, labels, len(names)))
+    return [{"label": name, **{k: float(scores[k][i]) for k in ("precision", "recall", "f1")},
+             "support": int(scores["support"][i])} for i, name in enumerate(names)]
 
 
 def confusion(logits: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
@@ -145,14 +138,13 @@ class Reporter:
         self.console = console or Console(quiet=not is_main_process)
 
     def header(self, experiment, components, accelerator, run_dir) -> None:
-        from stancerun.engine import count_parameters
-
-        trainable, total = count_parameters(components.model)
+        trainable = sum(p.numel() for p in components.model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in components.model.parameters())
         splits = components.splits
         table = Table.grid(padding=(0, 2))
         rows = [
             ("experiment", experiment.name + (f" — {experiment.config.get('description')}" if experiment.config.get("description") else "")),
-            ("model", f"{experiment.config['model']['name']} ({components.loaded.source})"),
+            ("model", f"{components.loaded.source} ({experiment.config['model']['use']})"),
             ("adapter", experiment.config["adapter"]["use"]),
             ("trainable", f"{trainable:,} / {total:,} parameters ({100 * trainable / total:.2f}%)"),
             ("new head layers", ", ".join(components.loaded.new_modules) or "none"),
@@ -279,10 +271,9 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
     lines = [f"# {experiment.name}", ""]
     if experiment.config.get("description"):
         lines += [experiment.config["description"], ""]
-    model, adapter = experiment.config["model"], experiment.config["adapter"]
-    train = r["train"]
+    model, train = r["model"], r["train"]
     lines += [
-        f"- model: `{model['name']}`, adapter: `{adapter['use']}`",
+        f"- model: `{model['source']}` ({model['use']}), adapter: `{model['adapter']}`",
         f"- device: {environment.get('device')} × {environment.get('world_size')} process(es)",
         f"- training: {train['global_step']} steps, {train['epochs']} epochs, {train['runtime_s']:.1f}s, "
         f"{train['samples_per_second']} samples/s" + (" (stopped early)" if train["stopped_early"] else ""),

@@ -33,7 +33,8 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     ``resume`` is an interrupted run's directory, continued from its last checkpoint."""
     from accelerate.utils import broadcast_object_list, set_seed
 
-    from stancerun.engine import Trainer, build_components, plan_steps
+    from stancerun.components import build_components
+    from stancerun.engine import Trainer, plan_steps
     from stancerun.plugins import get_registry
 
     started = time.perf_counter()
@@ -68,13 +69,17 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
             artifacts.write_json(run_dir / "environment.json", env)
     trainer = Trainer(experiment, components, accelerator, run_dir, reporter)
     outcome = trainer.fit(resume_from=checkpoint.latest(run_dir) if resume is not None else None)
-    results = outcome["results"]
+    results = {"model": {"use": experiment.config["model"]["use"], "source": components.loaded.source,
+                         "adapter": experiment.config["adapter"]["use"]}, **outcome["results"]}
     accelerator.wait_for_everyone()
+    # Every process takes part: ZeRO-3 and FSDP hold shards that Accelerate gathers here.
+    state_dict = accelerator.get_state_dict(outcome["model"])
     if accelerator.is_main_process:
+        from stancerun.components import saved_info
+
         results.update(analyse(experiment, components, trainer, outcome, run_dir))
-        model = accelerator.unwrap_model(outcome["model"])
-        info = {**trainer.model_info(), "temperature": results["calibration"]["temperature"]}
-        artifacts.save_model(model, components.loaded.tokenizer, run_dir / "model", info)
+        info = {**saved_info(components, experiment), "temperature": results["calibration"]["temperature"]}
+        artifacts.save_model(components, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info)
         artifacts.write_json(run_dir / "results.json", results)
         summary = Summary.of(results, outcome["final"], components.splits.labels, time.perf_counter() - started)
         artifacts.atomic_write(run_dir / "report.md", markdown(summary, experiment, env))
@@ -98,7 +103,7 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
     splits, names = components.splits, components.splits.labels
     validation, final = splits.validation, outcome["final"]
     labels, metric_fn = final.labels, components.metric_fn
-    pair_name = experiment.config["data"].get("text_pair_column") or "text_pair"
+    pair_name = components.columns.pair or "text_pair"
 
     calibration = analysis.calibrate(final.logits, labels, ev.calibrate)
     scored = {"final": analysis.score(final.logits, labels, names, metric_fn, ev),

@@ -37,6 +37,20 @@ def confusions(pred: EvalPrediction, rows: np.ndarray) -> np.ndarray:
     return counts.reshape(len(rows), n_classes, n_classes)
 
 
+def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from confusion matrices ``cm[..., true, predicted]``
+    (any leading batch shape), 0 where undefined, as scikit-learn's ``zero_division=0``.
+    The one implementation behind the report's table and the built-in metrics."""
+    cm = np.asarray(cm)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    predicted, support = cm.sum(axis=-2).astype(float), cm.sum(axis=-1).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(predicted > 0, tp / predicted, 0.0)
+        r = np.where(support > 0, tp / support, 0.0)
+        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return {"precision": p, "recall": r, "f1": f, "support": support}
+
+
 def resampled(pred: EvalPrediction, metrics: Metrics, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric on every resample. Metrics with a vectorised ``from_confusion`` twin (all
     built-ins) take one pass over confusion matrices; others are called once per resample."""

@@ -13,67 +13,16 @@ The plan is written first (sweep.json); a sweep that is interrupted continues, w
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import itertools
 import json
-import random
 import shutil
 from pathlib import Path
 
 from stancerun import artifacts, checkpoint
-from stancerun.config import Experiment
+from stancerun.config import Experiment, child_experiments
 from stancerun.errors import UsageError
+from stancerun.sweepplan import combinations, set_dotted, settings  # noqa: F401 - the sweep's public names, as before
 
 PLAN = "sweep.json"
-SETTINGS = {"mode", "trials", "seed"}
-
-
-def settings(table: dict) -> tuple[str, int, int, dict[str, list]]:
-    """(mode, trials, seed, {dotted key: values}) of a validated [sweep] table."""
-    params = {k: v for k, v in table.items() if k not in SETTINGS}
-    return table.get("mode", "grid"), table.get("trials", 0), table.get("seed", 0), params
-
-
-def combinations(table: dict) -> list[dict]:
-    mode, trials, seed, params = settings(table)
-    grid = [dict(zip(params, values)) for values in itertools.product(*params.values())]
-    if mode == "random":
-        grid = random.Random(seed).sample(grid, min(trials, len(grid)))
-    return grid
-
-
-def set_dotted(config: dict, key: str, value) -> None:
-    *parents, last = key.split(".")
-    target = config
-    for part in parents:
-        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
-    if isinstance(target, list):
-        target[int(last)] = value
-    else:
-        target[last] = value
-
-
-def child_experiments(experiment: Experiment, registry) -> list[tuple[str, dict, Experiment]]:
-    """One validated experiment per combination; every problem of every combination at once."""
-    from stancerun.config import Origins, validate
-    from stancerun.errors import ConfigError
-
-    children, problems = [], []
-    for i, params in enumerate(combinations(experiment.config["sweep"]), 1):
-        name = f"run-{i:02d}"
-        config = copy.deepcopy(experiment.config)
-        del config["sweep"]
-        config["name"] = f"{experiment.name}-{name}"
-        for key, value in params.items():
-            set_dotted(config, key, value)
-        try:
-            children.append((name, params, validate(config, Origins(), experiment.path, registry)))
-        except ConfigError as error:
-            problems += [dataclasses.replace(p, key=f"sweep {name} {p.key}") for p in error.problems]
-    if problems:
-        raise ConfigError(problems, str(experiment.path))
-    return children
 
 
 def run_sweep(experiment: Experiment, output_dir: str | None = None, registry=None, sweep_dir: Path | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,25 @@ def test_resolved_toml_round_trips(workdir):
     again = write(workdir / "again.toml", exp.to_toml())
     assert load_experiment(again).config == {**exp.config, "name": "tiny"}
     assert tomlio.loads(exp.to_toml())["callbacks"] == [{"use": "early_stopping", "patience": 2, "threshold": 0.0}]
+
+
+def test_resolved_toml_round_trips_every_kind_of_value(workdir):
+    # nested tables, tiny and infinite floats, unicode, and sweep keys that need quotes
+    text = ('description = "Haltung zu Steuern — „quoted“ \\"x\\" ✓\\n2nd line"\n' + MINIMAL
+            + "[data.split]\ntest_size = 0.25\n[training]\nlearning_rate = 1e-4\nmax_grad_norm = inf\n"
+            + '[sweep]\n"training.learning_rate" = [1e-4, 2.5e-5]\n"adapter.r" = [4, 8]\n')
+    exp = load_experiment(write(workdir / "tiny.toml", text))
+    plain = tomlio.loads(exp.to_toml())
+    assert plain["description"] == 'Haltung zu Steuern — „quoted“ "x" ✓\n2nd line'
+    assert plain["training"]["learning_rate"] == 1e-4 and plain["training"]["max_grad_norm"] == float("inf")
+    assert plain["sweep"]["training.learning_rate"] == [1e-4, 2.5e-5] and plain["data"]["split"]["test_size"] == 0.25
+    assert "revision" not in plain["model"]  # None: not set, left out
+    assert load_experiment(write(workdir / "again.toml", exp.to_toml())).config == {**exp.config, "name": "tiny"}
+    # None is dropped at any depth, nan survives, keys needing quotes stay keys
+    data = {"a b": {"ü.x": [1, None, {"k": None, "v": float("nan")}], "none": None}, "": "empty key", "n": None}
+    again = tomlio.loads(tomlio.dumps(data))
+    assert math.isnan(again["a b"]["ü.x"][1].pop("v"))
+    assert again == {"a b": {"ü.x": [1, {}]}, "": "empty key"}
 
 
 def test_extends_deep_merges_and_resolves_paths_relative_to_the_writing_file(workdir):

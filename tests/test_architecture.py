@@ -1,0 +1,149 @@
+"""The core's import graph, read from the source (nothing is imported): no cycles among
+stancerun.* modules, and no core module reaching into a built-in plugin (stancerun_*).
+
+Every import counts, including those inside functions: a lazy import still ties the two
+modules together, it only delays the cost.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "stancerun"
+#: Left out of the graph: the package's re-exports and the `python -m` entry point.
+IGNORED = {"stancerun", "stancerun.__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name: str, path: Path):
+    """(imported module, line) for every import statement in the file, at any depth."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x, from .x import y
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            yield base, node.lineno
+            for alias in node.names:  # `from stancerun import x` imports module stancerun.x
+                if f"{base}.{alias.name}" in MODULES:
+                    yield f"{base}.{alias.name}", node.lineno
+
+
+def graph() -> dict[str, dict[str, int]]:
+    """{module: {imported stancerun module: first line}}, without the ignored modules."""
+    edges = {name: {} for name in MODULES if name not in IGNORED}
+    for name in edges:
+        for target, line in imports(name, MODULES[name]):
+            if target in MODULES and target not in IGNORED and target != name:
+                edges[name].setdefault(target, line)
+    return edges
+
+
+def strongly_connected(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Tarjan's algorithm: the groups of modules that import each other, directly or not."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in edges[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            found.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return [group for group in found if len(group) > 1]
+
+
+def shortest_cycle(edges, group: list[str]) -> list[str]:
+    """One shortest cycle through the group's first module (breadth-first), for the message."""
+    start, members = group[0], set(group)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for other in sorted(edges[node]):
+            if other == start:
+                return paths[node] + [start]
+            if other in members and other not in paths:
+                paths[other] = paths[node] + [other]
+                queue.append(other)
+    return group
+
+
+def test_the_graph_sees_every_kind_of_import():
+    edges = graph()
+    assert "stancerun.errors" in edges["stancerun.config"]  # from stancerun.errors import ...
+    assert "stancerun.tomlio" in edges["stancerun.config"]  # from stancerun import tomlio
+    assert "stancerun.sweepplan" in edges["stancerun.sweep"]
+    assert not edges["stancerun.sweepplan"]  # the sweep plan is pure: it imports nothing of ours
+
+
+def test_no_import_cycles_among_core_modules():
+    edges = graph()
+    groups = strongly_connected(edges)
+    report = []
+    for group in groups:
+        cycle = shortest_cycle(edges, group)
+        report.append(f"cycle among {', '.join(group)}\n  e.g. " + " -> ".join(cycle) + "\n" + "\n".join(
+            f"  {a} -> {b} ({MODULES[a].relative_to(ROOT)}:{edges[a][b]})" for a in group for b in edges[a] if b in group))
+    assert not groups, "import cycles:\n" + "\n".join(report)
+
+
+def test_core_never_imports_a_builtin_plugin():
+    # Built-in plugins come through the same door as third-party ones (entry points); the
+    # core importing one directly would make it impossible to replace or leave out.
+    found = [f"{path.relative_to(ROOT)}:{line}: imports {target}"
+             for name, path in MODULES.items() for target, line in imports(name, path)
+             if target.split(".")[0].startswith("stancerun_")]
+    assert not found, "core modules import built-in plugins:\n" + "\n".join(found)
+
+
+def imports_torch_at_load(path: Path) -> bool:
+    """Whether importing the module imports torch (a top-level `import torch` / `from torch...`)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "torch" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch":
+            return True
+    return False
+
+
+def test_commands_that_only_read_files_never_reach_torch():
+    # `compare` reads run directories and `validate` reads TOML: everything they can import,
+    # lazily or not, must load without torch (seconds of start-up, and no GPU needed).
+    edges = graph()
+    heavy = {name for name, path in MODULES.items() if imports_torch_at_load(path)}
+    assert "stancerun.engine" in heavy  # the check sees what it should
+    for start in ("stancerun.compare", "stancerun.config", "stancerun.components"):
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            if node not in seen:
+                seen.add(node)
+                todo += list(edges.get(node, ()))
+        assert not seen & heavy, f"{start} reaches modules that import torch: {sorted(seen & heavy)}"
