@@ -2,7 +2,8 @@
 
 Each hook is called once per plugin with ``register(name, factory)``. A factory is called
 with the options of the experiment table that names it (``use = "name"``), as keyword
-arguments; its signature is the schema those options are validated against.
+arguments; its signature is the schema those options are validated against. What the object
+it returns must do is stated in :mod:`stancerun.contracts`.
 """
 
 import pluggy
@@ -13,37 +14,37 @@ hookimpl = pluggy.HookimplMarker("stancerun")
 
 @hookspec
 def stancerun_register_datasets(register):
-    """Register dataset factories: ``factory(**options)`` returns an object whose
-    ``load()`` returns a :class:`stancerun.datasets.Splits` (subclass
-    :class:`stancerun.datasets.RowDataset` to get labels and splits handled for you)."""
+    """Register dataset factories: ``factory(**options)`` returns a
+    :class:`stancerun.contracts.Dataset` (``load()`` gives the splits; subclass
+    :class:`stancerun.datasets.RowDataset` to get labels, splits and ``read`` for free)."""
 
 
 @hookspec
 def stancerun_register_models(register):
-    """Register model factories: ``factory(**options)`` returns an object whose
-    ``load(labels)`` returns an object with ``model`` (sequence classification, one output
-    per label), ``tokenizer``, ``max_length``, ``source`` and ``new_modules`` (the names of
-    newly initialised layers), like :class:`stancerun_hf.LoadedModel`."""
+    """Register model factories: ``factory(**options)`` returns a :class:`stancerun.contracts.Model`,
+    which loads the pretrained model (a :class:`stancerun.contracts.LoadedModel`), saves the
+    trained one and rebuilds it from what it saved."""
 
 
 @hookspec
 def stancerun_register_adapters(register):
-    """Register adapter factories: ``factory(**options)`` returns an object whose
-    ``apply(loaded)`` takes what a model's ``load`` returned and gives back the model to
-    train (e.g. wrapped in LoRA, or partly frozen)."""
+    """Register adapter factories: ``factory(**options)`` returns a
+    :class:`stancerun.contracts.Adapter`, whose ``apply(loaded)`` gives the model to train (and,
+    for an adapter with weights of its own, ``save``/``restore`` them)."""
 
 
 @hookspec
 def stancerun_register_metrics(register):
-    """Register metric factories: ``factory(**options)`` returns ``compute(pred)``, which
-    takes a :class:`stancerun.EvalPrediction` and returns ``dict[str, float]``."""
+    """Register metric factories: ``factory(**options)`` returns a :data:`stancerun.contracts.Metric`:
+    ``compute(pred)`` takes a :class:`stancerun.EvalPrediction` and returns ``dict[str, float]``."""
 
 
 @hookspec
 def stancerun_register_callbacks(register):
-    """Register callback factories: ``factory(**options)`` returns an object with any of
-    ``on_train_begin(run)``, ``on_log(run, logs)``, ``on_evaluate(run, metrics)``,
-    ``on_save(run, path)``, ``on_train_end(run, results)``."""
+    """Register callback factories: ``factory(**options)`` returns a
+    :class:`stancerun.contracts.Callback`: any of ``on_train_begin(run)``, ``on_log(run, logs)``,
+    ``on_evaluate(run, metrics)``, ``on_save(run, path)``, ``on_train_end(run, results)``, and
+    ``state_dict``/``load_state_dict`` to carry its state across a resume."""
 
 
 KINDS = ("datasets", "models", "adapters", "metrics", "callbacks")

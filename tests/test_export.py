@@ -31,9 +31,28 @@ def test_exported_model_matches_predict_in_a_pipeline(tmp_path, tiny_bert, stanc
     texts = ["good fair plan", "awful harmful tax", "the table report", "very new city park"]
     expected = predict(run, texts, None, 8)
     classify = pipeline("text-classification", model=str(out), top_k=None, device=-1)
-    for want, got in zip(expected, classify(texts)):
-        scores = {g["label"]: g["score"] for g in got}
+    exported = [{g["label"]: g["score"] for g in got} for got in classify(texts)]
+    for want, scores in zip(expected, exported):
         np.testing.assert_allclose([scores[k] for k in want["probabilities"]], list(want["probabilities"].values()), atol=1e-4)
+    if adapter == "lora":
+        # Not the merge checked against itself: plain peft loads the run's adapter and merges it.
+        reference = peft_probabilities(tiny_bert, run, texts)
+        labels = json.loads((run / "model" / "stancerun.json").read_text())["labels"]
+        np.testing.assert_allclose([[s[k] for k in labels] for s in exported], reference, atol=1e-4)
+
+
+def peft_probabilities(base_dir, run, texts):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    info = json.loads((run / "model" / "stancerun.json").read_text())
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=len(info["labels"]))
+    model = PeftModel.from_pretrained(base, run / "model").merge_and_unload().eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    return torch.softmax(logits / info["temperature"], -1).numpy()
 
 
 def test_export_of_an_adapter_needs_merge(tmp_path, tiny_bert, stance_data, capsys):
