@@ -24,6 +24,7 @@ import torch
 from stancerun import artifacts, checkpoint
 from stancerun.batching import (Collator, IndexDataset, LengthBucketBatches, encode_examples, model_inputs,
                                 sorted_batches)
+from stancerun.components import Components
 from stancerun.config import Experiment
 from stancerun.errors import UsageError
 from stancerun.prediction import EvalPrediction
@@ -143,10 +144,10 @@ class Loop:
 class Trainer:
     """Holds the state of one run; ``fit`` is the loop."""
 
-    def __init__(self, experiment: Experiment, components, accelerator, run_dir: Path | None, reporter):
+    def __init__(self, experiment: Experiment, components: Components, accelerator, run_dir: Path | None, reporter):
         self.experiment = experiment
         self.training = experiment.training
-        self.c = components  # stancerun.components.Components
+        self.c = components
         self.accelerator = accelerator
         self.run_dir = run_dir
         self.reporter = reporter

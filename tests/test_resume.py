@@ -68,7 +68,7 @@ def killer(tmp_path, monkeypatch):
     return registry
 
 
-def experiment_file(tmp_path, tiny_bert, sig):
+def experiment_file(tmp_path, tiny_bert, sig, at_step=7):
     extra = textwrap.dedent(f"""
         [[callbacks]]
         use = "early_stopping"
@@ -76,7 +76,7 @@ def experiment_file(tmp_path, tiny_bert, sig):
 
         [[callbacks]]
         use = "killer"
-        at_step = 7
+        at_step = {at_step}
         sig = "{sig}"
         marker = "{tmp_path / 'killed'}"
 
@@ -97,14 +97,18 @@ def launch(tmp_path, path, overrides, out):
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_bert, stance_data, killer):
-    path, overrides = experiment_file(tmp_path, tiny_bert, "SIGKILL")
+# 9 steps per epoch, a checkpoint every 3: killed in the first epoch (resumed from step 6), or
+# in the second (resumed from step 15: the data order must be the second epoch's, not the first's).
+@pytest.mark.parametrize("at_step, checkpoints", [(7, [3, 6]), (16, [3, 6, 9, 12, 15])])
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_bert, stance_data, killer, at_step,
+                                                            checkpoints):
+    path, overrides = experiment_file(tmp_path, tiny_bert, "SIGKILL", at_step)
     done = launch(tmp_path, path, overrides, tmp_path / "killed-run")
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     run = tmp_path / "killed-run"
-    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) == ["step-3", "step-6"]
+    assert sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").iterdir() if not p.name.startswith(".")) \
+        == checkpoints
     assert not (run / "results.json").exists()
-    # step 7 of 9 in the first epoch: the resume starts mid-epoch from step 6
     resume_run(run, registry=killer)
 
     straight = run_experiment(load_experiment(path, overrides, registry=killer), output_dir=str(tmp_path / "straight"),
@@ -114,8 +118,10 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_bert,
     assert resumed["train"]["global_step"] == reference["train"]["global_step"]
     assert resumed["train"]["best_step"] == reference["train"]["best_step"]
     assert (run / "predictions.csv").read_text() == (straight / "predictions.csv").read_text()
-    lines = lambda d: [(e["type"], e["step"]) for e in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
-    assert lines(run) == lines(straight)
+    # every log line, values included: the resumed steps train on the same batches as the uninterrupted ones
+    lines = lambda d: list(map(json.loads, (d / "metrics.jsonl").read_text().splitlines()))
+    assert lines(run) == [{k: pytest.approx(v, abs=1e-6) if isinstance(v, float) else v for k, v in e.items()}
+                          for e in lines(straight)]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_130(tmp_path, tiny_bert, stance_data, killer):
