@@ -41,7 +41,13 @@ def load_trainable(accelerator, model, tensors: dict[str, torch.Tensor]) -> None
     """Put saved trainable weights back into a (prepared) model; every process calls this."""
     if sharded(accelerator):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from torch.distributed.fsdp import FSDPModule
 
+        # The root keeps its parameters unsharded after a no-grad forward (evaluation);
+        # set_model_state_dict reads the registered parameters, which must be the DTensor shards.
+        for module in model.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
         # The main process's full copy is scattered to every shard (a copy: torch may consume it).
         full = {k: v.clone() for k, v in tensors.items()} if accelerator.is_main_process else {}
         set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
@@ -65,6 +71,8 @@ def optimizer_state(accelerator, model, optimizer) -> tuple[dict[str, torch.Tens
         state = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     else:
         state = optimizer.state_dict()
+    if not state:  # FSDP, full state dict: only rank 0 receives it (nothing to write elsewhere)
+        return {}, []
     tensors = {f"{pid}.{key}": value.detach().to("cpu").contiguous()
                for pid, entry in state["state"].items() for key, value in entry.items() if torch.is_tensor(value)}
     return tensors, state["param_groups"]
@@ -95,7 +103,14 @@ def rng_state() -> tuple[dict, dict[str, torch.Tensor]]:
             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}, tensors
 
 
-def set_rng_state(plain: dict, tensors: dict[str, torch.Tensor]) -> None:
+def set_rng_state(saved: dict, rank: int) -> None:
+    """Put back the RNG state a checkpoint saved for this process (each process draws its own
+    dropout masks); a process the checkpoint did not have (more processes now) takes rank 0's."""
+    states = saved["rng"]
+    rank = rank if rank < len(states) else 0
+    plain = states[rank]
+    tensors = {key.split(".", 1)[1]: value for key, value in saved["rng_tensors"].items()
+               if key.split(".", 1)[0] == str(rank)}
     version, values, gauss = plain["python"]
     random.setstate((version, tuple(values), gauss))
     kind, keys, pos, has_gauss, cached = plain["numpy"]
@@ -106,20 +121,20 @@ def set_rng_state(plain: dict, tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save(target: Path, weights: dict[str, torch.Tensor], optimizer: tuple[dict, list], state: dict,
-         best: dict | None) -> None:
+def save(target: Path, weights: dict[str, torch.Tensor], optimizer: tuple[dict, list], rng: list[tuple[dict, dict]],
+         state: dict, best: dict | None) -> None:
     """One complete checkpoint directory, written atomically (``weights``: :func:`gather_trainable`,
-    ``optimizer``: :func:`optimizer_state`)."""
+    ``optimizer``: :func:`optimizer_state`, ``rng``: every process's :func:`rng_state`, by rank)."""
     moments, groups = optimizer
-    plain_rng, rng_tensors = rng_state()
 
     def fill(tmp: Path):
         save_file(weights, str(tmp / "trainable.safetensors"))
         save_file(moments, str(tmp / "optimizer.safetensors"))
-        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        save_file({f"{rank}.{key}": value for rank, (_, tensors) in enumerate(rng) for key, value in tensors.items()},
+                  str(tmp / "rng.safetensors"))
         if best is not None:
             save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
-        artifacts.write_json(tmp / STATE, {**state, "optimizer_param_groups": groups, "rng": plain_rng})
+        artifacts.write_json(tmp / STATE, {**state, "optimizer_param_groups": groups, "rng": [plain for plain, _ in rng]})
 
     artifacts.atomic_directory(target, fill)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 
 from stancerun import artifacts, checkpoint
 from stancerun.batching import (Collator, IndexDataset, LengthBucketBatches, encode_examples, model_inputs,
@@ -275,6 +276,7 @@ class Trainer:
         # Every process takes part: under ZeRO-3 or FSDP each holds only a shard.
         weights = checkpoint.gather_trainable(acc, loop.model, self.trainable_names)
         moments = checkpoint.optimizer_state(acc, loop.model, loop.optimizer)
+        rng = gather_object([checkpoint.rng_state()])  # each process's own: its dropout differs
         target = self.run_dir / "checkpoints" / f"step-{self.run.global_step}"
         if acc.is_main_process:
             state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
@@ -282,7 +284,7 @@ class Trainer:
                      **loop.position.saved(time.perf_counter() - loop.started),
                      "scheduler": loop.scheduler.state_dict(),
                      "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.c.callbacks]}
-            checkpoint.save(target, weights, moments, state, self.best_state)
+            checkpoint.save(target, weights, moments, rng, state, self.best_state)
             self.prune_checkpoints()
         self.callback("on_save", target)
 
@@ -349,10 +351,12 @@ class Trainer:
                 for done, batch in enumerate(loop.train_loader, 1):
                     if epoch == loop.first_epoch and done <= loop.skip:
                         continue  # trained on before the checkpoint
+                    self.resume_rng(loop)
                     if self.step(loop, batch, epoch, done):
                         break
                 else:  # the epoch ran to its end
                     self.run.epoch = float(epoch + 1)
+                self.resume_rng(loop)  # a checkpoint at an epoch's last batch: the rest goes on from here
                 self.end_epoch(loop, epoch)
                 if self.finished(loop):
                     break
@@ -392,17 +396,23 @@ class Trainer:
         loop.started = time.perf_counter() - loop.position.elapsed
         loop.progress = self.reporter.progress(total_steps)
         loop.progress.update(self.run.global_step)
-        if loop.saved is not None and loop.skip == 0:
-            checkpoint.set_rng_state(loop.saved["rng"], loop.saved["rng_tensors"])  # before the epoch's loader draws its seed
+        if loop.skip == 0:
+            # Saved at an epoch's end: the next epoch's loader draws its seed from this state, as it
+            # did in the uninterrupted run.
+            self.resume_rng(loop)
         return loop
+
+    def resume_rng(self, loop: Loop) -> None:
+        """Put back the RNG state the checkpoint saved, once, at the point where it was saved:
+        dropout and the loaders' seeds then go on as in the uninterrupted run."""
+        if loop.saved is not None:
+            checkpoint.set_rng_state(loop.saved, self.accelerator.process_index)
+            loop.saved = None
 
     def step(self, loop: Loop, batch, epoch: int, done: int) -> bool:
         """One micro-batch; after each optimizer update, log, evaluate and save as planned.
         Returns whether training is over."""
         acc, t, position = self.accelerator, self.training, loop.position
-        if loop.saved is not None:
-            checkpoint.set_rng_state(loop.saved["rng"], loop.saved["rng_tensors"])  # dropout continues as it was
-            loop.saved = None
         with acc.accumulate(loop.model):
             out = loop.model(**model_inputs(batch), labels=batch["labels"])
             acc.backward(out.loss)

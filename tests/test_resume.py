@@ -97,12 +97,15 @@ def launch(tmp_path, path, overrides, out):
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
-# 9 steps per epoch, a checkpoint every 3: killed in the first epoch (resumed from step 6), or
-# in the second (resumed from step 15: the data order must be the second epoch's, not the first's).
-@pytest.mark.parametrize("at_step, checkpoints", [(7, [3, 6]), (16, [3, 6, 9, 12, 15])])
+# 9 steps per epoch. A checkpoint every 3 steps: killed in the first epoch (resumed from step 6) or
+# in the second (from step 15: the data order must be the second epoch's, not the first's). A
+# checkpoint every 9: resumed from the first epoch's last batch (the RNG state goes back after the
+# skipped epoch ends, where the uninterrupted run was when it saved).
+@pytest.mark.parametrize("at_step, checkpoints, save", [(7, [3, 6], 3), (16, [3, 6, 9, 12, 15], 3), (12, [9], 9)])
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, tiny_bert, stance_data, killer, at_step,
-                                                            checkpoints):
+                                                            checkpoints, save):
     path, overrides = experiment_file(tmp_path, tiny_bert, "SIGKILL", at_step)
+    overrides = [o if not o.startswith("training.save_steps=") else f"training.save_steps={save}" for o in overrides]
     done = launch(tmp_path, path, overrides, tmp_path / "killed-run")
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     run = tmp_path / "killed-run"
