@@ -79,8 +79,8 @@ def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
     info = artifacts.read_model_info(run_dir / "model")
     is_adapter = info.get("weights") == "adapter"
     if is_adapter and not merge:
-        raise UsageError(f"{run_dir} holds a LoRA adapter: add --merge to write a standalone model "
-                         f"(the adapter alone is in {run_dir / 'model'})")
+        raise UsageError(f"{run_dir} holds the '{info['adapter']}' adapter's weights only: add --merge to write a "
+                         f"standalone model (the adapter alone is in {run_dir / 'model'})")
     # The adapter's restore folds its weights into the base: a plain model of the base architecture.
     saved = artifacts.load_model(run_dir / "model")
     write = getattr(saved.component, "export", None)
