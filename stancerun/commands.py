@@ -5,10 +5,26 @@ from __future__ import annotations
 import warnings
 
 
-def validate(args) -> int:
+def load_checked(args):
+    """The experiment, validated, and everything `run` would fail on in its first minute checked
+    (the data, the model's whereabouts, metric names): before any run directory or torch."""
+    from stancerun import preflight
     from stancerun.config import load_experiment
+    from stancerun.plugins import get_registry
 
     experiment = load_experiment(args.experiment, args.overrides)
+    if "sweep" in experiment.config:
+        from stancerun.config import child_experiments
+
+        for _, _, child in child_experiments(experiment, get_registry()):
+            preflight.check(child, get_registry())
+    else:
+        preflight.check(experiment, get_registry())
+    return experiment
+
+
+def validate(args) -> int:
+    experiment = load_checked(args)
     # Plain TOML on stdout, so the output can be saved and run again.
     print(experiment.to_toml(), end="")
     return 0
@@ -40,11 +56,10 @@ def plugins(args) -> int:
 
 
 def run(args) -> int:
-    from stancerun.config import load_experiment
     from stancerun.repeats import run_repeated
     from stancerun.runner import run_experiment
 
-    experiment = load_experiment(args.experiment, args.overrides)
+    experiment = load_checked(args)
     evaluation = experiment.evaluation
     if "sweep" in experiment.config and not args.dry_run:
         from stancerun.sweep import run_sweep

@@ -42,6 +42,9 @@ class Dataset(Protocol):
         predictions.csv is named after ``text_pair_column`` (defaults "text", none, "label").
       ``split_seed``: the seed the dataset carves splits with; cross-validation folds use it too
         (default: the experiment's seed).
+      ``check() -> (problems, label names or None)``: every problem ``load`` would raise, found
+        without torch (``validate`` and ``run`` call it before anything heavy loads); each problem
+        names its file and row. A dataset that cannot check cheaply (it would download) omits it.
     """
 
     def load(self) -> Splits: ...
@@ -109,6 +112,8 @@ class Model(Protocol):
     Optional:
       ``export(loaded, model, directory)``: a standalone transformers model for
         ``stancerun export``; without it export says this model cannot be exported.
+      ``check() -> list[str]``: why the model could not be loaded (not found, incomplete), found
+        without loading it or importing torch; ``validate`` and ``run`` call it first.
     """
 
     def load(self, labels: list[str]) -> LoadedModel: ...
@@ -148,7 +153,9 @@ def keeps_own_weights(adapter) -> bool:
 Metric = Callable[[EvalPrediction], "dict[str, float]"]
 """``metric(pred) -> {"name": value}``. Optional attribute ``from_confusion(cm, label_names)``:
 the same numbers from confusion matrices ``cm[..., true, predicted]`` (any leading batch shape),
-which makes bootstrap intervals fast."""
+which makes bootstrap intervals fast. Optional ``keys(label_names) -> list[str]``: the keys it
+returns, so ``metric_for_best_model`` is checked before training (without it, ``from_confusion``
+or a tiny synthetic prediction tells)."""
 
 
 class Callback(Protocol):
@@ -160,6 +167,8 @@ class Callback(Protocol):
     ``on_save(run, path)``, ``on_train_end(run, results)``: see docs/plugins.md for when.
     ``state_dict() -> dict`` and ``load_state_dict(state)``: what the callback must carry across
       a resume (JSON-serialisable); saved in every checkpoint, given back before training goes on.
+    ``monitors``: the metric keys it reads in ``on_evaluate``, checked against what the metrics
+      produce before training.
     """
 
     def on_train_begin(self, run) -> None: ...

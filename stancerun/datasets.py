@@ -7,12 +7,13 @@ module reads CSV and JSONL files and turns rows into :class:`Splits` the same wa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from stancerun.errors import UsageError, show_file
+from stancerun.errors import DataError, UsageError, show_file
 from stancerun.options import Split
 
 
@@ -58,27 +59,41 @@ class RowSource:
     first_row: int = 1  # the number shown for rows[0] (a CSV's first data row is line 2)
 
 
+def read_text(path: str) -> str:
+    """A data file's text; a file that is not UTF-8 is named with the line and bytes at fault."""
+    data = open(path, "rb").read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        bad = data[error.start : error.start + 4].hex(" ")
+        raise UsageError(f"{show_file(path)}, line {line}, column {column}: not UTF-8 (bytes {bad}); re-save the file as "
+                         f"UTF-8 (a spreadsheet's \"CSV UTF-8\", or iconv -f latin1 -t utf-8 IN > OUT if it is Latin-1)") from None
+
+
 def read_csv(path: str, delimiter: str = ",") -> RowSource:
     """Rows of a CSV file with a header row (UTF-8, a byte-order mark allowed)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle, delimiter=delimiter))
+    try:
+        rows = list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter))
+    except csv.Error as error:
+        raise UsageError(f"{show_file(path)}: not a readable CSV file: {error}") from None
     return RowSource(show_file(path), rows, first_row=2)  # line 1 is the header
 
 
 def read_jsonl(path: str) -> RowSource:
     """Rows of a JSON Lines file: one object per line."""
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UsageError(f"{show_file(path)}, line {number}: not valid JSON: {error.msg}") from None
-            if not isinstance(row, dict):
-                raise UsageError(f"{show_file(path)}, line {number}: expected a JSON object")
-            rows.append(row)
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{show_file(path)}, line {number}: not valid JSON: {error.msg}") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{show_file(path)}, line {number}: expected a JSON object")
+        rows.append(row)
     return RowSource(show_file(path), rows)
 
 
@@ -122,14 +137,35 @@ class RowDataset:
             return list(self.labels)
         return sorted({_label_text(row.get(self.label_column)) for row in train.rows} - {""})
 
+    def check(self) -> tuple[list[str], list[str] | None]:
+        """(every problem in the data, the label names): :meth:`load`'s checks, reported together."""
+        try:
+            return [], self.load().labels
+        except DataError as error:
+            return error.problems, None
+        except UsageError as error:
+            return [str(error)], None
+
     def load(self) -> Splits:
+        duplicates = sorted({name for name in self.labels or () if list(self.labels).count(name) > 1})
+        if duplicates:
+            raise DataError([f"labels: {', '.join(map(repr, duplicates))} listed more than once; each label once "
+                             "(the list's order fixes the label ids)"])
         sources = self.sources()
         train_source = sources["train"]
         names = self.label_names(train_source)
         if len(names) < 2:
-            raise UsageError(f"{train_source.name}: column '{self.label_column}' has {len(names)} label(s); a classifier needs at least 2")
+            raise DataError([f"{train_source.name}: column '{self.label_column}' has {len(names)} label(s); "
+                             "a classifier needs at least 2"])
         ids = {name: i for i, name in enumerate(names)}
-        splits = {key: self.examples(src, ids) if src is not None else None for key, src in sources.items()}
+        splits, problems = {}, []
+        for key, source in sources.items():
+            try:
+                splits[key] = self.examples(source, ids) if source is not None else None
+            except DataError as error:  # every split's problems, not only the first split's
+                problems += error.problems
+        if problems:
+            raise DataError(problems)
         train, validation = splits["train"], splits.get("validation")
         carved = validation is None
         if carved:
@@ -137,27 +173,34 @@ class RowDataset:
         return Splits(train, validation, names, splits.get("test"), self.files(), carved)
 
     def examples(self, source: RowSource, ids: dict[str, int]) -> Examples:
+        """A split's examples; every bad row is reported (:class:`DataError`), not just the first."""
         texts, labels, pairs = [], [], [] if self.text_pair_column else None
         if not source.rows:
-            raise UsageError(f"{source.name}: no rows")
-        for column in [self.text_column, self.label_column] + ([self.text_pair_column] if self.text_pair_column else []):
-            if column not in source.rows[0]:
-                raise UsageError(f"{source.name}: no column '{column}' (columns: {', '.join(map(str, source.rows[0]))})")
+            raise DataError([f"{source.name}: no rows"])
+        columns = [self.text_column, self.label_column] + ([self.text_pair_column] if self.text_pair_column else [])
+        missing = [column for column in columns if column not in source.rows[0]]
+        if missing:
+            raise DataError([f"{source.name}: no column '{column}' (columns: {', '.join(map(str, source.rows[0]))})"
+                             for column in missing])
+        problems = []
         for i, row in enumerate(source.rows):
             where = f"{source.name}, row {i + source.first_row}"
             text = row.get(self.text_column)
-            if not isinstance(text, str) or not text.strip():
-                raise UsageError(f"{where}: empty or missing text in column '{self.text_column}'")
             label = _label_text(row.get(self.label_column))
-            if label not in ids:
-                raise UsageError(f"{where}: label {label!r} is not one of the experiment's labels {list(ids)}")
-            texts.append(text)
-            labels.append(ids[label])
-            if pairs is not None:
-                pair = row.get(self.text_pair_column)
-                if not isinstance(pair, str):
-                    raise UsageError(f"{where}: missing text pair in column '{self.text_pair_column}'")
-                pairs.append(pair)
+            pair = row.get(self.text_pair_column) if pairs is not None else ""
+            if not isinstance(text, str) or not text.strip():
+                problems.append(f"{where}: empty or missing text in column '{self.text_column}'")
+            elif label not in ids:
+                problems.append(f"{where}: label {label!r} is not one of the experiment's labels {list(ids)}")
+            elif not isinstance(pair, str):
+                problems.append(f"{where}: missing text pair in column '{self.text_pair_column}'")
+            else:
+                texts.append(text)
+                labels.append(ids[label])
+                if pairs is not None:
+                    pairs.append(pair)
+        if problems:
+            raise DataError(problems)
         return Examples(texts, labels, pairs)
 
 

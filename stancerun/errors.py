@@ -32,6 +32,20 @@ class Problem:
         return f"{text} ({self.hint})" if self.hint else text
 
 
+class DataError(UsageError):
+    """Every problem found in a data set's rows, reported in one go (each names its file and row)."""
+
+    #: More lines than this are summarised: one bad column can make every row wrong.
+    SHOWN = 10
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        lines = self.problems[: self.SHOWN]
+        if len(self.problems) > self.SHOWN:
+            lines.append(f"... and {len(self.problems) - self.SHOWN} more")
+        super().__init__("\n".join(lines))
+
+
 class ConfigError(UsageError):
     """Every problem found in an experiment, reported in one go."""
 

@@ -17,6 +17,8 @@ class EarlyStopping:
         self.patience, self.threshold, self.metric = patience, threshold, metric
         self.best = None
         self.bad_evaluations = 0
+        # The metric key it reads, checked before training (default: metric_for_best_model, checked anyway).
+        self.monitors = [metric.removeprefix("eval_")] if metric else []
 
     def on_evaluate(self, run, metrics):
         training = run.config["training"]

@@ -104,6 +104,9 @@ class HFDataset(RowDataset):
             found[key] = RowSource(f"{self.name}[{split_name}]", rows)
         return found
 
+    def check(self):
+        return [], None  # loading may need the hub and `datasets`: checked when the run loads it
+
     def label_names(self, train):
         if self.labels is None and self._class_names:
             return list(self._class_names)  # keep the dataset's own id order

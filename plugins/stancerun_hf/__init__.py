@@ -43,6 +43,33 @@ def resolve_model(name: str) -> str:
     return str(packaged) if packaged is not None else name
 
 
+#: Files that make a cached hub model complete: its config and (one format of) its weights.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def hub_problems(name: str, revision: str | None) -> list[str]:
+    """A hub id checked once: in the local cache when offline, on the hub when online."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    where = "not a folder, not a packaged model"
+    if constants.HF_HUB_OFFLINE:
+        cached = lambda filename: isinstance(try_to_load_from_cache(name, filename, revision=revision), str)  # noqa: E731
+        if not (cached("config.json") and any(cached(f) for f in WEIGHT_FILES)):
+            return [f"model '{name}' not found: {where}, not in the Hugging Face cache (offline)"]
+        return []
+    try:
+        model_info(name, revision=revision)
+    except RepositoryNotFoundError:
+        return [f"model '{name}' not found: {where}, not on the Hugging Face hub (or private: log in with `hf auth login`)"]
+    except RevisionNotFoundError:
+        return [f"model '{name}': the hub has no revision '{revision}'"]
+    except Exception as error:  # no network: the load will say more; nothing certain to report here
+        return [f"model '{name}': {where}, and the hub could not be asked ({type(error).__name__}); "
+                "set HF_HUB_OFFLINE=1 to use the cache only"]
+    return []
+
+
 @contextlib.contextmanager
 def quiet_loading():
     """Silence transformers' per-load progress bars and notices, and peft's deprecation
@@ -78,6 +105,16 @@ class HFModel:
         return {"name": resolve_model(self.name), "max_length": self.max_length,
                 "trust_remote_code": self.trust_remote_code, "revision": self.revision,
                 "attn_implementation": self.attn_implementation}
+
+    def check(self) -> list[str]:
+        """Whether the model can be loaded, without loading it (no torch): a folder with a config,
+        a packaged model, or a hub id that is in the Hugging Face cache (offline) or on the hub."""
+        source = resolve_model(self.name)
+        if Path(source).is_dir():
+            if not (Path(source) / "config.json").is_file():
+                return [f"model '{self.name}': folder {source} has no config.json (not a transformers model folder)"]
+            return []
+        return hub_problems(self.name, self.revision)
 
     def load(self, labels: list[str]) -> LoadedModel:
         return self._from(resolve_model(self.name), labels, self.revision)

@@ -1,0 +1,70 @@
+"""Everything `run` would fail on in its first minute, found before anything heavy loads.
+
+`validate` and `run` call :func:`check` after the experiment itself validated: it reads the data
+(every bad row at once), asks the model plugin whether its model can be found, and checks that
+the metric keys training and callbacks read are keys the configured metrics produce. Each check
+comes through the contracts (:mod:`stancerun.contracts`); nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from stancerun.config import Experiment, build
+from stancerun.errors import ConfigError, Problem, show_file
+from stancerun.registry import Registry
+
+
+def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
+    config, source = experiment.config, show_file(experiment.path)
+    found = []
+
+    def add(key: str, messages) -> None:
+        found.extend(Problem(source, key, message) for message in messages)
+
+    dataset = build(registry, "datasets", config["data"])
+    labels = None
+    if callable(getattr(dataset, "check", None)):
+        data_problems, labels = dataset.check()
+        add("data", data_problems)
+    model = build(registry, "models", config["model"])
+    if callable(getattr(model, "check", None)):
+        add("model", model.check())
+
+    if labels is not None:
+        metrics = [build(registry, "metrics", table) for table in config["metrics"]]
+        keys = {"loss"} | {key for metric in metrics for key in metric_keys(metric, labels) or ()}
+        wanted = [("training.metric_for_best_model", config["training"]["metric_for_best_model"])]
+        for i, table in enumerate(config["callbacks"]):
+            callback = build(registry, "callbacks", table)
+            wanted += [(f"callbacks[{i}] ({table['use']})", name) for name in getattr(callback, "monitors", ())]
+        if all(metric_keys(metric, labels) is not None for metric in metrics):  # else: cannot tell
+            for key, name in wanted:
+                if name.removeprefix("eval_") not in keys:
+                    add(key, [f"metric '{name.removeprefix('eval_')}' is not among the keys the experiment's "
+                              f"[[metrics]] produce: {', '.join(sorted(keys))}"])
+    return found
+
+
+def metric_keys(metric, labels: list[str]) -> list[str] | None:
+    """The keys a metric returns for these labels: its own ``keys``, else its ``from_confusion``
+    on a perfect confusion matrix, else the metric itself on a tiny synthetic prediction;
+    None when it cannot be told (the metric raised)."""
+    import numpy as np
+
+    n = len(labels)
+    try:
+        if callable(getattr(metric, "keys", None)):
+            return list(metric.keys(labels))
+        if callable(getattr(metric, "from_confusion", None)):
+            return list(metric.from_confusion(np.eye(n, dtype=int), labels))
+        from stancerun.prediction import EvalPrediction
+
+        return list(metric(EvalPrediction(np.eye(n) * 4.0, np.arange(n), labels)))
+    except Exception:  # a metric that cannot score a tiny prediction is judged on real ones
+        return None
+
+
+def check(experiment: Experiment, registry: Registry) -> None:
+    """Raise :class:`ConfigError` listing every problem found."""
+    found = problems(experiment, registry)
+    if found:
+        raise ConfigError(found, show_file(experiment.path))
