@@ -6,6 +6,7 @@ interrupted run never leaves a truncated file. Weights are safetensors only.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +71,40 @@ def atomic_directory(target: Path, fill) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+STATUS = "status.json"
+
+
+@contextlib.contextmanager
+def run_status(run_dir: Path, is_main_process: bool, step):
+    """status.json says what became of a run: "running", then "finished", "interrupted" (a signal;
+    `stancerun resume` continues it) or "failed" with the error, the step (``step()``) and the
+    traceback, so that a person, `compare` and `resume` can tell a failed run from an unfinished
+    one. A run killed outright (SIGKILL, power) stays "running"."""
+    started = datetime.now().isoformat(timespec="seconds")
+
+    def write(status: str, **fields) -> None:
+        if is_main_process:
+            write_json(run_dir / STATUS, {"status": status, "started": started,
+                                          "updated": datetime.now().isoformat(timespec="seconds"), **fields})
+
+    write("running")
+    try:
+        yield
+    except KeyboardInterrupt:
+        write("interrupted", step=step())
+        raise
+    except BaseException as error:
+        write("failed", step=step(), error=f"{type(error).__name__}: {error}",
+              traceback=traceback.format_exc())
+        raise
+    write("finished", step=step())
+
+
+def read_status(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / STATUS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def new_run_dir(output_dir: str, name: str, explicit: str | None = None) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stancerun import stats, tomlio
+from stancerun import artifacts, stats, tomlio
 from stancerun.errors import UsageError
 from stancerun.prediction import EvalPrediction
 
@@ -38,6 +38,13 @@ def load_run(path: Path) -> Run:
         with (path / "predictions.csv").open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError as error:
+        status = artifacts.read_status(path) or {}
+        if status.get("status") == "failed":
+            raise UsageError(f"{path}: this run failed at step {status.get('step')}: {status.get('error')} "
+                             f"(traceback in {path / artifacts.STATUS})") from None
+        if status.get("status") in ("running", "interrupted"):
+            raise UsageError(f"{path}: this run did not finish (status: {status['status']}, last known step "
+                             f"{status.get('step', 'unknown')}); `stancerun resume {path}` continues it") from None
         raise UsageError(f"{path}: not a finished run directory ({Path(error.filename).name} is missing)") from None
     names = [k[len("prob_"):] for k in rows[0] if k.startswith("prob_")] if rows else []
     probs = np.array([[float(r[f"prob_{n}"]) for n in names] for r in rows])

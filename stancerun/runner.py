@@ -61,32 +61,34 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         reporter.console.print("[bold yellow]dry run:[/] nothing was trained or written")
         return None
 
-    env = None
-    if accelerator.is_main_process:
-        env = artifacts.environment(accelerator, experiment, components.splits.files, registry)
-        if resume is None:
-            artifacts.atomic_write(run_dir / "config.toml", experiment.to_toml())
-            artifacts.write_json(run_dir / "environment.json", env)
-    trainer = Trainer(experiment, components, accelerator, run_dir, reporter)
-    outcome = trainer.fit(resume_from=checkpoint.latest(run_dir) if resume is not None else None)
-    results = {"model": {"use": experiment.config["model"]["use"], "source": components.loaded.source,
-                         "adapter": experiment.config["adapter"]["use"]}, **outcome["results"]}
-    accelerator.wait_for_everyone()
-    # Every process takes part: ZeRO-3 and FSDP hold shards that Accelerate gathers here.
-    state_dict = accelerator.get_state_dict(outcome["model"])
-    if accelerator.is_main_process:
-        from stancerun.components import saved_info
+    trainer = None
+    with artifacts.run_status(run_dir, accelerator.is_main_process, lambda: trainer.run.global_step if trainer else 0):
+        env = None
+        if accelerator.is_main_process:
+            env = artifacts.environment(accelerator, experiment, components.splits.files, registry)
+            if resume is None:
+                artifacts.atomic_write(run_dir / "config.toml", experiment.to_toml())
+                artifacts.write_json(run_dir / "environment.json", env)
+        trainer = Trainer(experiment, components, accelerator, run_dir, reporter)
+        outcome = trainer.fit(resume_from=checkpoint.latest(run_dir) if resume is not None else None)
+        results = {"model": {"use": experiment.config["model"]["use"], "source": components.loaded.source,
+                             "adapter": experiment.config["adapter"]["use"]}, **outcome["results"]}
+        accelerator.wait_for_everyone()
+        # Every process takes part: ZeRO-3 and FSDP hold shards that Accelerate gathers here.
+        state_dict = accelerator.get_state_dict(outcome["model"])
+        if accelerator.is_main_process:
+            from stancerun.components import saved_info
 
-        results.update(analyse(experiment, components, trainer, outcome, run_dir))
-        info = {**saved_info(components, experiment), "temperature": results["calibration"]["temperature"]}
-        artifacts.save_model(components, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info)
-        artifacts.write_json(run_dir / "results.json", results)
-        summary = Summary.of(results, outcome["final"], components.splits.labels, time.perf_counter() - started)
-        artifacts.atomic_write(run_dir / "report.md", markdown(summary, experiment, env))
-        trainer.callback("on_train_end", results)
-        reporter.final(summary, run_dir)
-    else:
-        trainer.callback("on_train_end", results)
+            results.update(analyse(experiment, components, trainer, outcome, run_dir))
+            info = {**saved_info(components, experiment), "temperature": results["calibration"]["temperature"]}
+            artifacts.save_model(components, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info)
+            artifacts.write_json(run_dir / "results.json", results)
+            summary = Summary.of(results, outcome["final"], components.splits.labels, time.perf_counter() - started)
+            artifacts.atomic_write(run_dir / "report.md", markdown(summary, experiment, env))
+            trainer.callback("on_train_end", results)
+            reporter.final(summary, run_dir)
+        else:
+            trainer.callback("on_train_end", results)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
@@ -175,7 +177,17 @@ def resume_run(run_dir: Path, registry=None) -> Path:
         raise UsageError(f"{run_dir}: not a run directory (no config.toml)")
     if (run_dir / "results.json").is_file():
         raise UsageError(f"{run_dir}: this run finished; nothing to resume")
-    if checkpoint.latest(run_dir) is None:
-        raise UsageError(f"{run_dir}: no complete checkpoint to resume from (save_strategy may be \"no\")")
+    latest = checkpoint.latest(run_dir)
+    status = artifacts.read_status(run_dir) or {}
+    failed = f"failed at step {status.get('step')}: {status.get('error')}" if status.get("status") == "failed" else None
+    if latest is None:
+        raise UsageError(f"{run_dir}: no complete checkpoint to resume from (save_strategy may be \"no\")"
+                         + (f"; the run {failed}" if failed else ""))
+    if failed:
+        from rich.console import Console
+
+        # Said before trying again: the same error will probably come back unless its cause changed.
+        Console(stderr=True).print(f"[bold yellow]note:[/] this run {failed} (traceback in {run_dir / artifacts.STATUS}); "
+                                   f"resuming from {latest.name}")
     experiment = Experiment(run_dir / "config.toml", tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8")))
     return run_experiment(experiment, registry=registry, resume=run_dir)

@@ -261,6 +261,7 @@ def kill_anywhere(tmp_path_factory, tiny_bert):
         [evaluation]
         bootstrap_resamples = 50
         plots = false
+        baselines = []
         """)
     path = tiny_experiment(folder, tiny_bert, "lora", extra=extra)
     overrides = ["training.logging_steps=1", "training.save_strategy=steps", "training.save_steps=6",
