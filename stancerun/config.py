@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stancerun import sweepplan, tomlio
+from stancerun.datasets import read_text
 from stancerun.errors import ConfigError, Problem, UsageError, did_you_mean, show_file
 from stancerun.options import Invalid, check, describe, to_plain
 from stancerun.registry import NOUNS, Registry
@@ -83,7 +84,9 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
     """One experiment file with its ``extends`` chain merged in."""
     shown = show_file(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
+    except UsageError as error:  # not UTF-8: the line and bytes, said by read_text
+        raise ConfigError([Problem(shown, "", str(error).removeprefix(f"{shown}, "))], shown) from None
     except FileNotFoundError:
         where = f" (extended by {show_file(chain[-1])})" if chain else ""
         raise ConfigError([Problem(shown, "", f"experiment file not found{where}")], shown) from None
@@ -91,7 +94,7 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
         raise ConfigError([Problem(shown, "", f"cannot read: {error.strerror}")], shown) from None
     try:
         data = tomlio.loads(text)
-    except tomlio.TOMLDecodeError as error:
+    except (tomlio.TOMLDecodeError, ValueError, RecursionError) as error:  # ValueError: e.g. a 5,000-digit number
         raise ConfigError([Problem(shown, "", f"not valid TOML: {error}")], shown) from None
     origins = Origins.of(data, str(path))
     parent = data.pop("extends", None)
@@ -99,7 +102,10 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
         return data, origins
     if not isinstance(parent, str):
         raise ConfigError([Problem(shown, "extends", f"expected a path to another experiment file, got {parent!r}")], shown)
-    parent_path = (path.parent / parent).resolve()
+    try:
+        parent_path = (path.parent / parent).resolve()
+    except (ValueError, OSError) as error:  # a NUL character, a name the OS refuses
+        raise ConfigError([Problem(shown, "extends", f"not a usable path: {error}")], shown) from None
     if parent_path in chain + (path,):
         cycle = " -> ".join(show_file(p) for p in chain + (path, parent_path))
         raise ConfigError([Problem(shown, "extends", f"extends cycle: {cycle}")], shown)
@@ -284,7 +290,7 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
 
     for section, (kind, is_list, default) in COMPONENT_SECTIONS.items():
         value = data.get(section, copy.deepcopy(default))
-        if isinstance(value, dict) and "use" not in value and default is not None:
+        if isinstance(value, dict) and "use" not in value and isinstance(default, dict):
             value = {**default, **value}  # [model] name = "..." alone keeps the default model kind
         if value is None:
             v.add((section,), f"missing table [{section}] with use = \"<{NOUNS[kind]} name>\"")
@@ -321,8 +327,12 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
 def child_experiments(experiment: Experiment, registry: Registry) -> list[tuple[str, dict, Experiment]]:
     """(run name, params, validated experiment) per sweep combination; every problem of every
     combination at once."""
+    try:
+        planned = sweepplan.child_configs(experiment.config)
+    except ValueError as error:
+        raise ConfigError([Problem(show_file(experiment.path), "sweep", str(error))], show_file(experiment.path)) from None
     children, problems = [], []
-    for name, params, config in sweepplan.child_configs(experiment.config):
+    for name, params, config in planned:
         try:
             children.append((name, params, validate(config, Origins(), experiment.path, registry)))
         except ConfigError as error:

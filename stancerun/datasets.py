@@ -11,6 +11,7 @@ import io
 import json
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 from stancerun.errors import DataError, UsageError, show_file
@@ -61,7 +62,7 @@ class RowSource:
 
 def read_text(path: str) -> str:
     """A data file's text; a file that is not UTF-8 is named with the line and bytes at fault."""
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -74,6 +75,8 @@ def read_text(path: str) -> str:
 
 def read_csv(path: str, delimiter: str = ",") -> RowSource:
     """Rows of a CSV file with a header row (UTF-8, a byte-order mark allowed)."""
+    if len(delimiter) != 1:
+        raise UsageError(f"{show_file(path)}: the delimiter must be one character, got {delimiter!r}")
     try:
         rows = list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter))
     except csv.Error as error:
@@ -91,6 +94,8 @@ def read_jsonl(path: str) -> RowSource:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise UsageError(f"{show_file(path)}, line {number}: not valid JSON: {error.msg}") from None
+        except (ValueError, RecursionError) as error:  # a 5,000-digit number, nesting too deep
+            raise UsageError(f"{show_file(path)}, line {number}: not usable JSON: {error}") from None
         if not isinstance(row, dict):
             raise UsageError(f"{show_file(path)}, line {number}: expected a JSON object")
         rows.append(row)

@@ -9,6 +9,7 @@ Supported annotations: bool, int, float, str, ``list[X]``, ``dict[str, X]``, ``X
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -175,6 +176,8 @@ def check(value, annotation, *, base_dir: Path | None = None, must_exist: bool =
     elif annotation is float:
         # TOML writes 3 for 3.0; accept integers where numbers are expected.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan passes every bound; no option means infinity
+                raise Invalid(f"expected {describe(annotation)}, got {value!r} (must be finite)")
             return float(value)
     elif annotation is str:
         if isinstance(value, str):
@@ -227,11 +230,14 @@ def check_table(value: dict, cls, *, base_dir: Path | None = None, must_exist: b
 def _check_path(value, marker: FileMarker, base_dir: Path | None, must_exist: bool = True):
     if value is None:
         return None
-    path = Path(value).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    path = path.resolve()
-    exists = path.is_dir() if marker.directory else path.is_file()
+    try:
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        path = path.resolve()
+        exists = path.is_dir() if marker.directory else path.is_file()
+    except (ValueError, OSError) as error:  # a NUL character, a name the OS refuses
+        raise Invalid(f"not a usable path: {error}") from None
     if must_exist and not exists:
         raise Invalid(f"{'directory' if marker.directory else 'file'} not found: {path}")
     return str(path)

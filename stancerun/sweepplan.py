@@ -29,12 +29,16 @@ def combinations(table: dict) -> list[dict]:
 def set_dotted(config: dict, key: str, value) -> None:
     *parents, last = key.split(".")
     target = config
-    for part in parents:
-        target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
-    if isinstance(target, list):
-        target[int(last)] = value
-    else:
-        target[last] = value
+    try:
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target.setdefault(part, {})
+        if isinstance(target, list):
+            target[int(last)] = value
+        else:
+            target[last] = value
+    except (ValueError, TypeError, IndexError, AttributeError):
+        # e.g. "metrics.use" (a list needs a position), "seed.x" (seed is a number), "metrics.9.use"
+        raise ValueError(f"'{key}' does not lead to a key of this experiment") from None
 
 
 def child_configs(config: dict) -> list[tuple[str, dict, dict]]:

@@ -50,9 +50,14 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 def hub_problems(name: str, revision: str | None) -> list[str]:
     """A hub id checked once: in the local cache when offline, on the hub when online."""
     from huggingface_hub import constants, model_info, try_to_load_from_cache
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import validate_repo_id
 
     where = "not a folder, not a packaged model"
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return [f"model '{name}' not found: {where}, and not a Hugging Face hub id (like 'org/name')"]
     if constants.HF_HUB_OFFLINE:
         cached = lambda filename: isinstance(try_to_load_from_cache(name, filename, revision=revision), str)  # noqa: E731
         if not (cached("config.json") and any(cached(f) for f in WEIGHT_FILES)):
