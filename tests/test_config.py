@@ -70,14 +70,14 @@ def test_resolved_toml_round_trips(workdir):
 
 
 def test_resolved_toml_round_trips_every_kind_of_value(workdir):
-    # nested tables, tiny and infinite floats, unicode, and sweep keys that need quotes
+    # nested tables, tiny and huge floats, unicode, and sweep keys that need quotes
     text = ('description = "Haltung zu Steuern — „quoted“ \\"x\\" ✓\\n2nd line"\n' + MINIMAL
-            + "[data.split]\ntest_size = 0.25\n[training]\nlearning_rate = 1e-4\nmax_grad_norm = inf\n"
+            + "[data.split]\ntest_size = 0.25\n[training]\nlearning_rate = 1e-4\nmax_grad_norm = 1.5e300\n"
             + '[sweep]\n"training.learning_rate" = [1e-4, 2.5e-5]\n"adapter.r" = [4, 8]\n')
     exp = load_experiment(write(workdir / "tiny.toml", text))
     plain = tomlio.loads(exp.to_toml())
     assert plain["description"] == 'Haltung zu Steuern — „quoted“ "x" ✓\n2nd line'
-    assert plain["training"]["learning_rate"] == 1e-4 and plain["training"]["max_grad_norm"] == float("inf")
+    assert plain["training"]["learning_rate"] == 1e-4 and plain["training"]["max_grad_norm"] == 1.5e300
     assert plain["sweep"]["training.learning_rate"] == [1e-4, 2.5e-5] and plain["data"]["split"]["test_size"] == 0.25
     assert "revision" not in plain["model"]  # None: not set, left out
     assert load_experiment(write(workdir / "again.toml", exp.to_toml())).config == {**exp.config, "name": "tiny"}
@@ -221,3 +221,13 @@ def test_plugin_options_in_nested_tables_report_missing_keys():
     with pytest.raises(Invalid) as info:
         check({"step": 2}, Window)
     assert info.value.key == ".size" and "missing required key" in info.value.message
+
+
+def test_nan_and_infinite_numbers_are_refused(workdir):
+    # nan passes every bound check (all comparisons are false), and no option means infinity
+    path = write(workdir / "tiny.toml", MINIMAL)
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path, ["training.learning_rate=inf", "training.num_train_epochs=nan"])
+    text = str(error.value)
+    assert "training.learning_rate: expected a number > 0, got the number inf" in text
+    assert "training.num_train_epochs: expected a number > 0, got the number nan" in text
