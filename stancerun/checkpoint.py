@@ -17,8 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stancerun import artifacts
+from stancerun.errors import UsageError
 
 STATE = "trainer_state.json"
+#: Layout of a checkpoint; 2 keeps every process's RNG state and the number of metrics.jsonl lines.
+FORMAT = 2
 
 
 def gather_trainable(accelerator, model, names: list[str]) -> dict[str, torch.Tensor]:
@@ -134,7 +137,8 @@ def save(target: Path, weights: dict[str, torch.Tensor], optimizer: tuple[dict, 
                   str(tmp / "rng.safetensors"))
         if best is not None:
             save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
-        artifacts.write_json(tmp / STATE, {**state, "optimizer_param_groups": groups, "rng": [plain for plain, _ in rng]})
+        artifacts.write_json(tmp / STATE, {**state, "format": FORMAT, "optimizer_param_groups": groups,
+                                           "rng": [plain for plain, _ in rng]})
 
     artifacts.atomic_directory(target, fill)
 
@@ -147,6 +151,9 @@ def latest(run_dir: Path) -> Path | None:
 
 def load(path: Path) -> dict:
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
+    if state.get("format") != FORMAT:
+        raise UsageError(f"{path}: a checkpoint from an older stancerun, which this version cannot continue exactly; "
+                         "start the run again")
     state["trainable"] = load_file(str(path / "trainable.safetensors"))
     state["optimizer"] = load_file(str(path / "optimizer.safetensors"))
     state["rng_tensors"] = load_file(str(path / "rng.safetensors"))

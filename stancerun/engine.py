@@ -280,7 +280,7 @@ class Trainer:
         target = self.run_dir / "checkpoints" / f"step-{self.run.global_step}"
         if acc.is_main_process:
             state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
-                     "best_step": self.best_step, "should_stop": self.run.should_stop,
+                     "best_step": self.best_step, "should_stop": self.run.should_stop, "history_lines": len(self.history),
                      **loop.position.saved(time.perf_counter() - loop.started),
                      "scheduler": loop.scheduler.state_dict(),
                      "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.c.callbacks]}
@@ -301,9 +301,10 @@ class Trainer:
             if state is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(state)
         if self.run_dir is not None and (self.run_dir / "metrics.jsonl").is_file():
-            # Lines written after the checkpoint belong to the run that was killed.
+            # Lines written after the checkpoint belong to the run that was killed (an epoch's
+            # evaluation can follow a checkpoint at the same step: count lines, not steps).
             lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-            self.history = [e for e in map(json.loads, lines) if e["type"] != "final" and e["step"] <= self.run.global_step]
+            self.history = [json.loads(line) for line in lines[: saved["history_lines"]]]
         return LoopPosition.from_saved(saved)
 
     @contextlib.contextmanager

@@ -265,7 +265,7 @@ def kill_anywhere(tmp_path_factory, tiny_bert):
         """)
     path = tiny_experiment(folder, tiny_bert, "lora", extra=extra)
     overrides = ["training.logging_steps=1", "training.save_strategy=steps", "training.save_steps=6",
-                 "training.eval_strategy=epoch", "training.per_device_eval_batch_size=4",
+                 "training.eval_strategy=epoch", "training.per_device_eval_batch_size=8",
                  "training.load_best_model_at_end=true"]
     args = ["run", path] + [a for item in overrides for a in ("--set", item)]
     (folder / "kill_driver.py").write_text(KILL_DRIVER)
@@ -304,6 +304,7 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted(kill_anywhere, tmp_pa
     done = kill_driver(folder, *args, "--output-dir", run, point=point, note=tmp_path / "kill-note.json")
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     note = json.loads((tmp_path / "kill-note.json").read_text())
+    print("killed", note["where"], "- checkpoints begun:", note["checkpoints"])  # shown when the test fails
     assert not (run / "results.json").exists()
     complete = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*"))
     if point == "during_checkpoint_write":  # the half-done checkpoint is left, under its temporary name
