@@ -30,13 +30,13 @@ def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
         add("model", model.check())
 
     if labels is not None:
-        metrics = [build(registry, "metrics", table) for table in config["metrics"]]
-        keys = {"loss"} | {key for metric in metrics for key in metric_keys(metric, labels) or ()}
+        produced = [metric_keys(build(registry, "metrics", table), labels) for table in config["metrics"]]
+        keys = {"loss"} | {key for found_keys in produced for key in found_keys or ()}
         wanted = [("training.metric_for_best_model", config["training"]["metric_for_best_model"])]
         for i, table in enumerate(config["callbacks"]):
             callback = build(registry, "callbacks", table)
             wanted += [(f"callbacks[{i}] ({table['use']})", name) for name in getattr(callback, "monitors", ())]
-        if all(metric_keys(metric, labels) is not None for metric in metrics):  # else: cannot tell
+        if all(found_keys is not None for found_keys in produced):  # else: cannot tell
             for key, name in wanted:
                 if name.removeprefix("eval_") not in keys:
                     add(key, [f"metric '{name.removeprefix('eval_')}' is not among the keys the experiment's "
