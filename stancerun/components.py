@@ -73,7 +73,8 @@ def build_components(experiment: Experiment, registry: Registry, splits: Splits 
     metrics = [build(registry, "metrics", table) for table in config["metrics"]]
     callbacks = [build(registry, "callbacks", table) for table in config["callbacks"]]
     origins = {section: origin(registry, kind, config[section]["use"]) for section, kind in SAVED.items()}
-    return Components(dataset, splits, data_report, model_component, loaded, model, adapter, metrics, callbacks, origins)
+    return Components(dataset, splits, data_report, model_component, loaded, model, adapter, metrics, callbacks,
+                      origins)
 
 
 def saved_info(components: Components, experiment: Experiment) -> dict:

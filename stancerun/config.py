@@ -327,10 +327,11 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
 def child_experiments(experiment: Experiment, registry: Registry) -> list[tuple[str, dict, Experiment]]:
     """(run name, params, validated experiment) per sweep combination; every problem of every
     combination at once."""
+    shown = show_file(experiment.path)
     try:
         planned = sweepplan.child_configs(experiment.config)
     except ValueError as error:
-        raise ConfigError([Problem(show_file(experiment.path), "sweep", str(error))], show_file(experiment.path)) from None
+        raise ConfigError([Problem(shown, "sweep", str(error))], shown) from None
     children, problems = [], []
     for name, params, config in planned:
         try:

@@ -69,8 +69,9 @@ def read_text(path: str) -> str:
         line = data.count(b"\n", 0, error.start) + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
         bad = data[error.start : error.start + 4].hex(" ")
-        raise UsageError(f"{show_file(path)}, line {line}, column {column}: not UTF-8 (bytes {bad}); re-save the file as "
-                         f"UTF-8 (a spreadsheet's \"CSV UTF-8\", or iconv -f latin1 -t utf-8 IN > OUT if it is Latin-1)") from None
+        raise UsageError(f"{show_file(path)}, line {line}, column {column}: not UTF-8 (bytes {bad}); re-save the "
+                         "file as UTF-8 (a spreadsheet's \"CSV UTF-8\", or iconv -f latin1 -t utf-8 IN > OUT if it "
+                         "is Latin-1)") from None
 
 
 def read_csv(path: str, delimiter: str = ",") -> RowSource:

@@ -44,7 +44,8 @@ def resolve_model(name: str) -> str:
 
 
 #: Files that make a cached hub model complete: its config and (one format of) its weights.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def hub_problems(name: str, revision: str | None) -> list[str]:
@@ -66,7 +67,8 @@ def hub_problems(name: str, revision: str | None) -> list[str]:
     try:
         model_info(name, revision=revision)
     except RepositoryNotFoundError:
-        return [f"model '{name}' not found: {where}, not on the Hugging Face hub (or private: log in with `hf auth login`)"]
+        return [f"model '{name}' not found: {where}, not on the Hugging Face hub "
+                "(or private: log in with `hf auth login`)"]
     except RevisionNotFoundError:
         return [f"model '{name}': the hub has no revision '{revision}'"]
     except Exception as error:  # no network: the load will say more; nothing certain to report here
