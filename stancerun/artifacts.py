@@ -222,12 +222,21 @@ def read_model_info(model_dir: Path) -> dict:
 class SavedModel:
     """A run's trained model, rebuilt through the plugins that built it, ready for inference."""
 
-    model: object
-    tokenizer: object
-    max_length: int
+    loaded: object  # a stancerun.contracts.LoadedModel whose model carries the trained weights
     info: dict  # model/stancerun.json
     component: object  # the stancerun.contracts.Model that rebuilt it (export asks it)
-    adapter: object
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def max_length(self) -> int:
+        return self.loaded.max_length
 
 
 def load_model(model_dir: Path, device: str | None = None, dtype: str | None = None, registry=None) -> SavedModel:
@@ -237,6 +246,8 @@ def load_model(model_dir: Path, device: str | None = None, dtype: str | None = N
     its own weights restores them over a freshly loaded base; otherwise the model plugin
     restores the whole saved model. ``dtype`` ("bfloat16", "float16") casts the weights
     afterwards, so an adapter's merge into the base loses nothing."""
+    from dataclasses import replace
+
     from stancerun.components import rebuild, saved_record
     from stancerun.plugins import get_registry
 
@@ -244,18 +255,18 @@ def load_model(model_dir: Path, device: str | None = None, dtype: str | None = N
     info = read_model_info(model_dir)
     registry = registry or get_registry()
     component = rebuild(registry, "models", saved_record(info, "model", model_dir))
-    adapter = rebuild(registry, "adapters", saved_record(info, "adapter", model_dir))
     if info["weights"] == "adapter":
+        # Only then is the adapter's plugin needed: whole weights come back through the model's alone.
+        adapter = rebuild(registry, "adapters", saved_record(info, "adapter", model_dir))
         loaded = component.load(info["labels"])
-        model = adapter.restore(loaded, model_dir)
+        loaded = replace(loaded, model=adapter.restore(loaded, model_dir))
     else:
         loaded = component.restore(info["labels"], model_dir)
-        model = loaded.model
-    model.eval()
+    loaded.model.eval()
     if device:
-        model.to(device)
+        loaded.model.to(device)
     if dtype and dtype != "float32":
         import torch
 
-        model.to(getattr(torch, dtype))
-    return SavedModel(model, loaded.tokenizer, loaded.max_length, info, component, adapter)
+        loaded.model.to(getattr(torch, dtype))
+    return SavedModel(loaded, info, component)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from stancerun import artifacts, tomlio
-from stancerun.contracts import LoadedModel
 from stancerun.errors import UsageError
 
 
@@ -90,10 +89,9 @@ def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
                          "standalone transformers model: its plugin has no export() (see stancerun.contracts.Model); "
                          f"`stancerun predict {run_dir}` still uses it")
     fold_temperature(saved.model, len(info["labels"]), info.get("temperature", 1.0))
-    loaded = LoadedModel(saved.model, saved.tokenizer, saved.max_length, info.get("base_model", ""))
 
     def fill(tmp: Path):
-        write(loaded, saved.model, tmp)
+        write(saved.loaded, saved.model, tmp)
         artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter))
         artifacts.write_json(tmp / artifacts.MODEL_INFO, {**info, "temperature": 1.0, "weights": "model",
                                                           "exported_from": str(run_dir)})
