@@ -338,7 +338,6 @@ class Trainer:
 
                 shutil.rmtree(folder / f"step-{step}", ignore_errors=True)
 
-
     # -- the loop -----------------------------------------------------------------------
     def fit(self, resume_from: Path | None = None) -> dict:
         """Train; with ``resume_from`` (a checkpoint directory), continue exactly where it was saved."""

@@ -68,10 +68,14 @@ def did_you_mean(word: str, candidates) -> str | None:
     return f"did you mean '{match[0]}'?" if match else None
 
 
+#: Where a key set on the command line came from, in place of a file name.
+SET_ORIGIN = "--set"
+
+
 def show_file(path: str | Path) -> str:
     """A path as the user would type it: relative to the working directory when inside it."""
-    if str(path) == "--set":
-        return str(path)
+    if str(path) == SET_ORIGIN:
+        return SET_ORIGIN
     try:
         return os.path.relpath(path)
     except ValueError:  # another drive on Windows
