@@ -13,7 +13,7 @@ import numpy as np
 
 from stancerun import stats
 from stancerun.prediction import EvalPrediction
-from stancerun.schema import EvaluationConfig
+from stancerun.schema import EvaluationConfig, greater_is_better
 
 
 @dataclass
@@ -91,6 +91,23 @@ def calibrate(logits, labels, fit: bool) -> Calibration:
     temperature = stats.fit_temperature(logits, labels)
     after = stats.reliability(stats.softmax(logits, temperature), labels)
     return Calibration(temperature, before.ece, after.ece, after, before)
+
+
+def headline_key(config: dict, keys) -> str:
+    """The metric an experiment is judged by: ``[evaluation] headline``, else the model-selection
+    metric unless it is the loss, else the first metric key."""
+    for candidate in (config["evaluation"].get("headline"), config["training"].get("metric_for_best_model")):
+        if candidate and candidate.removeprefix("eval_") != "loss":
+            return candidate.removeprefix("eval_")
+    return next(k for k in keys if k != "loss")
+
+
+def strongest(scored: dict[str, Scored], names: list[str], metric: str) -> str | None:
+    """The baseline with the best ``metric`` on the validation split (the first one on a tie):
+    the one a fine-tuned model has to beat. Chosen on validation, so the test verdict stays honest."""
+    sign = 1 if greater_is_better(metric) else -1
+    candidates = [n for n in names if metric in scored[n].metrics]
+    return max(candidates, key=lambda n: sign * scored[n].metrics[metric], default=None)
 
 
 def separable_from(model: Scored, baseline: Scored, labels, names, metric_fn, metric: str,

@@ -193,10 +193,11 @@ def predictions_csv(texts, pairs, labels, predicted, probabilities, label_names,
     return out.getvalue()
 
 
-def save_model(components, model, state_dict: dict | None, target: Path, info: dict) -> None:
+def save_model(components, model, state_dict: dict | None, target: Path, info: dict, shipped=None) -> None:
     """model/: the weights (through the adapter when it keeps its own, else the whole model, by the
     model's plugin), the tokenizer, and stancerun.json (labels, columns, the plugins that rebuild it).
-    ``state_dict`` is the full set of weights gathered from every process."""
+    ``state_dict`` is the full set of weights gathered from every process; ``shipped``, an
+    :class:`stancerun.ensemble.Shipped` whose members are saved beside the weights."""
     from stancerun.contracts import keeps_own_weights
 
     def fill(tmp: Path):
@@ -205,6 +206,8 @@ def save_model(components, model, state_dict: dict | None, target: Path, info: d
             components.model_component.save(components.loaded, tmp)
         else:
             components.model_component.save(components.loaded, tmp, model=model, state_dict=state_dict)
+        if shipped is not None:
+            shipped.save(tmp)
         write_json(tmp / MODEL_INFO, info)
 
     atomic_directory(target, fill)
@@ -225,6 +228,7 @@ class SavedModel:
     loaded: object  # a stancerun.contracts.LoadedModel whose model carries the trained weights
     info: dict  # model/stancerun.json
     component: object  # the stancerun.contracts.Model that rebuilt it (export asks it)
+    shipped: object = None  # a stancerun.ensemble.Shipped when the run stacked baselines or tuned a decision rule
 
     @property
     def model(self):
@@ -269,4 +273,6 @@ def load_model(model_dir: Path, device: str | None = None, dtype: str | None = N
         import torch
 
         loaded.model.to(getattr(torch, dtype))
-    return SavedModel(loaded, info, component)
+    from stancerun.ensemble import restore
+
+    return SavedModel(loaded, info, component, restore(info, model_dir, registry))

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="a run directory")
     export.add_argument("out_dir", help="where the model goes (new or empty)")
     export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights")
+    export.add_argument("--fine-tuned-only", action="store_true",
+                        help="for a run that stacks baselines with the model: export the fine-tuned transformer alone "
+                             "(its scores are the report's \"fine-tuned alone\" row, not the shipped ones)")
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     return parser

@@ -144,7 +144,7 @@ def export(args) -> int:
 
     from stancerun.export import export as export_model
 
-    out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge)
+    out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge, args.fine_tuned_only)
     Console().print(f"[bold green]exported:[/] {out}  (transformers.pipeline(\"text-classification\", model=\"{out}\"))")
     return 0
 

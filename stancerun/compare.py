@@ -13,6 +13,7 @@ import numpy as np
 from stancerun import artifacts, stats, tomlio
 from stancerun.errors import UsageError
 from stancerun.prediction import EvalPrediction
+from stancerun.schema import greater_is_better
 
 
 @dataclass
@@ -67,10 +68,12 @@ def compare(paths: list[Path], registry=None) -> dict:
     if len(paths) < 1:
         raise UsageError("compare needs at least one run directory")
     runs = [load_run(p) for p in paths]
-    metric = runs[0].config["training"]["metric_for_best_model"].removeprefix("eval_")
-    greater = runs[0].config["training"].get("greater_is_better")
-    if greater is None:
-        greater = not (metric == "loss" or metric.endswith(("loss", "mse", "mae")))
+    # The first run's headline metric orders the table (its model-selection metric for older runs).
+    first = runs[0].config
+    metric = (first.get("evaluation", {}).get("headline") or first["training"]["metric_for_best_model"]).removeprefix("eval_")
+    greater = first["training"].get("greater_is_better")
+    if greater is None or metric != first["training"]["metric_for_best_model"].removeprefix("eval_"):
+        greater = greater_is_better(metric)
     if any(metric not in r.results["final"] for r in runs):
         metric = "accuracy" if all("accuracy" in r.results["final"] for r in runs) else "loss"
         greater = metric != "loss"

@@ -18,10 +18,25 @@ from typing import Any, Literal
 
 from stancerun import sweepplan, tomlio
 from stancerun.datasets import read_text
-from stancerun.errors import SET_ORIGIN, ConfigError, Problem, UsageError, did_you_mean, show_file
+from stancerun.errors import (
+    SET_ORIGIN,
+    ConfigError,
+    Problem,
+    UsageError,
+    did_you_mean,
+    show_file,
+)
 from stancerun.options import Invalid, check, describe, to_plain
 from stancerun.registry import NOUNS, Registry
-from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EvaluationConfig, TopLevel, TrainingConfig
+from stancerun.schema import (
+    COMPONENT_SECTIONS,
+    CORE_OPTIONS,
+    EnsembleConfig,
+    EvaluationConfig,
+    TopLevel,
+    TrainingConfig,
+    baseline_rows,
+)
 
 KeyPath = tuple  # of str (table keys) and int (list positions)
 
@@ -268,6 +283,10 @@ class Experiment:
     def evaluation(self) -> EvaluationConfig:
         return EvaluationConfig(**self.config["evaluation"])
 
+    @property
+    def ensemble(self) -> EnsembleConfig:
+        return EnsembleConfig(**self.config.get("ensemble", {}))
+
     def to_toml(self) -> str:
         return tomlio.dumps(self.config)
 
@@ -275,7 +294,7 @@ class Experiment:
 def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> Experiment:
     """Check a merged experiment; raise :class:`ConfigError` with every problem found."""
     v = Validator(origins, source)
-    fixed = {"training": TrainingConfig, "evaluation": EvaluationConfig}
+    fixed = {"training": TrainingConfig, "evaluation": EvaluationConfig, "ensemble": EnsembleConfig}
     known = [f.name for f in dataclasses.fields(TopLevel)] + list(fixed) + list(COMPONENT_SECTIONS) + ["sweep"]
     top = {}
     for key in data:
@@ -307,16 +326,28 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
             v.add((section,), f"expected a table, got {table!r}")
             continue
         config[section] = v.bind(table, schema, (section,))
+        if section == "evaluation" and isinstance(config[section].get("baselines"), list):
+            config[section]["baselines"] = check_baselines(v, config[section]["baselines"], registry)
         if not any(p.key.startswith(f"{section}.") for p in v.problems):
             for key, message in schema(**config[section]).problems():
                 v.add((section, key), message)
+    headline = config.get("evaluation", {}).get("headline")
+    if isinstance(config.get("ensemble"), dict) and isinstance(config.get("evaluation", {}).get("baselines"), list):
+        rows = baseline_rows(config["evaluation"]["baselines"])
+        for i, name in enumerate(config["ensemble"].get("stack", [])):
+            if name not in rows:
+                v.add(("ensemble", "stack", i), f"'{name}' is not one of [evaluation] baselines ({', '.join(rows) or 'none'})",
+                      did_you_mean(name, list(rows)))
+    given = data.get("training") if isinstance(data.get("training"), dict) else {}
+    if headline and "metric_for_best_model" not in given and "training" in config:
+        config["training"]["metric_for_best_model"] = headline  # the headline picks the model too
 
     if "sweep" in data:
         config["sweep"] = check_sweep(v, data["sweep"])
     if v.problems:
         raise ConfigError(v.problems, show_file(source))
-    order = ["name", "description", "seed", "output_dir", "data", "model", "adapter", "training", "evaluation", "metrics",
-             "callbacks", "sweep"]
+    order = ["name", "description", "seed", "output_dir", "data", "model", "adapter", "training", "evaluation", "ensemble",
+             "metrics", "callbacks", "sweep"]
     experiment = Experiment(source, {k: config[k] for k in order if k in config})
     if "sweep" in experiment.config:
         child_experiments(experiment, registry)  # every combination must validate before anything runs
@@ -342,6 +373,18 @@ def child_experiments(experiment: Experiment, registry: Registry) -> list[tuple[
     return children
 
 
+def check_baselines(v: Validator, entries: list, registry: Registry) -> list:
+    """[evaluation] baselines: each a registered name (its default options) or a table
+    {use = "name", ...}; a name keeps its short form in the resolved experiment."""
+    resolved = []
+    for i, entry in enumerate(entries):
+        path = ("evaluation", "baselines", i)
+        table = v.component({"use": entry} if isinstance(entry, str) else entry, "baselines", "baselines", registry, path)
+        if table is not None:
+            resolved.append(entry if isinstance(entry, str) else table)
+    return resolved
+
+
 def check_sweep(v: Validator, table) -> dict:
     """[sweep]: settings plus "dotted.key" = [values]; each combination is validated afterwards."""
     if not isinstance(table, dict):
@@ -360,8 +403,9 @@ def check_sweep(v: Validator, table) -> dict:
     for key, values in params.items():
         if not isinstance(values, list) or not values:
             v.add(("sweep", key), f"expected a non-empty list of values, got {values!r}")
-        elif key.split(".")[0] not in COMPONENT_SECTIONS and key.split(".")[0] not in ("training", "evaluation", "seed"):
-            v.add(("sweep", key), "expected a dotted key into [data], [model], [adapter], [training], [evaluation] or seed")
+        elif key.split(".")[0] not in COMPONENT_SECTIONS and key.split(".")[0] not in ("training", "evaluation", "ensemble", "seed"):
+            v.add(("sweep", key), "expected a dotted key into [data], [model], [adapter], [training], [evaluation], "
+                                  "[ensemble] or seed")
     if resolved.get("mode") == "random" and resolved.get("trials", 0) < 1:
         v.add(("sweep", "trials"), "random mode needs trials >= 1")
     return {**resolved, **params}

@@ -10,6 +10,7 @@ name, class or module of a built-in plugin is known outside ``plugins/``.
     adapters   Adapter                  apply(loaded); save(...)/restore(...) when it keeps its own weights
     metrics    Metric                   metric(pred) -> dict[str, float]
     callbacks  Callback                 on_*(run, ...), state_dict()/load_state_dict(state)
+    baselines  Baseline                 fit(train, labels), predict(examples); save/restore to be stacked
 
 Optional members are listed under "optional"; the core checks required ones when it builds an
 object (:func:`conforms`) and says which plugin broke the contract. Importing this module never
@@ -186,6 +187,29 @@ class Callback(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+# -- baselines ------------------------------------------------------------------------------
+@runtime_checkable
+class Baseline(Protocol):
+    """A model that needs no GPU hours, fitted on the training split in seconds and scored on
+    the same splits as the fine-tuned model: a fine-tuned model that cannot beat the strongest
+    one has not earned its cost.
+
+    ``fit(train, labels)``: learn from the training :class:`Examples` (``labels`` are the label
+      names, in id order; ``train.pairs`` holds the text pair, e.g. the stance target, or None).
+    ``predict(examples) -> ndarray``: N x len(labels) float scores, higher = more likely; their
+      argmax is the prediction. Log-probabilities where the baseline has them, else margins.
+
+    Optional, together: a baseline that can be stacked with the fine-tuned model
+    (``[ensemble] stack``) and shipped inside its run directory.
+      ``save(directory)``: write what ``predict`` needs (safetensors and JSON; never pickle).
+      ``restore(directory, labels)``: load it back into an object built from the same options.
+    """
+
+    def fit(self, train: Examples, labels: list[str]) -> None: ...
+
+    def predict(self, examples: Examples) -> Any: ...
+
+
 #: kind -> the methods an object of that kind must have (the rest of each contract is optional).
 REQUIRED = {
     "datasets": ("load",),
@@ -193,6 +217,7 @@ REQUIRED = {
     "adapters": ("apply",),
     "metrics": ("__call__",),
     "callbacks": (),
+    "baselines": ("fit", "predict"),
 }
 
 
@@ -201,5 +226,5 @@ def conforms(kind: str, obj) -> list[str]:
     return [name for name in REQUIRED[kind] if not callable(getattr(obj, name, None))]
 
 
-__all__ = ["Adapter", "Callback", "Columns", "Dataset", "Examples", "LoadedModel", "Metric", "Model", "Splits",
+__all__ = ["Adapter", "Baseline", "Callback", "Columns", "Dataset", "Examples", "LoadedModel", "Metric", "Model", "Splits",
            "Tokenizer", "columns", "conforms", "keeps_own_weights"]

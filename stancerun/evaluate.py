@@ -33,7 +33,7 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
     from stancerun.components import combined_metrics
     from stancerun.config import Experiment, build
     from stancerun.plugins import get_registry
-    from stancerun.predict import inference_device, predict_logits
+    from stancerun.predict import inference_device, shipped_logits
     from stancerun.report import Reporter, per_class
 
     registry = registry or get_registry()
@@ -46,7 +46,7 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
     saved = artifacts.load_model(run_dir / "model", device=inference_device(), registry=registry)
     metric_fn = combined_metrics([build(registry, "metrics", table) for table in config["metrics"]])
     names = info["labels"]
-    logits = predict_logits(saved.model, saved.tokenizer, examples.texts, examples.pairs, saved.max_length, batch_size)
+    logits = shipped_logits(saved, examples.texts, examples.pairs, batch_size)
     labels = np.asarray(examples.labels)
     scored = analysis.score(logits, labels, names, metric_fn, experiment.evaluation)
     temperature = info.get("temperature", 1.0)

@@ -23,18 +23,24 @@ def output_layer(model, num_labels: int):
     return found
 
 
-def fold_temperature(model, num_labels: int, temperature: float) -> None:
-    """softmax(logits / T) == softmax of a layer whose weight and bias are divided by T: the
-    exported model then gives the calibrated probabilities with no stancerun code."""
+def fold_scores(model, num_labels: int, temperature: float, scale: float = 1.0, shift=None) -> None:
+    """softmax((scale * log_softmax(logits) + shift) / T) == softmax of the output layer with its
+    weight times scale / T and its bias (bias * scale + shift) / T, since log_softmax only
+    subtracts a per-row constant: the exported model then gives the run's calibrated (and
+    decision-offset) probabilities with no stancerun code."""
     import torch
 
-    if temperature == 1.0:
+    if temperature == 1.0 and scale == 1.0 and shift is None:
         return
     layer = output_layer(model, num_labels)
     with torch.no_grad():
-        layer.weight.div_(temperature)
-        if layer.bias is not None:
-            layer.bias.div_(temperature)
+        layer.weight.mul_(scale / temperature)
+        if layer.bias is None:
+            layer.bias = torch.nn.Parameter(torch.zeros(num_labels, dtype=layer.weight.dtype, device=layer.weight.device))
+        layer.bias.mul_(scale)
+        if shift is not None:
+            layer.bias.add_(torch.as_tensor(shift, dtype=layer.bias.dtype, device=layer.bias.device))
+        layer.bias.div_(temperature)
 
 
 def model_card(run_dir: Path, info: dict, merged: bool) -> str:
@@ -70,12 +76,27 @@ def model_card(run_dir: Path, info: dict, merged: bool) -> str:
     return "\n".join(lines)
 
 
-def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
+def stack_folding(info: dict, run_dir: Path, fine_tuned_only: bool) -> tuple[float, list | None]:
+    """(scale, shift) that fold the run's shipped stack into the output layer; a stack with
+    baseline members cannot be folded, and export says what it can do instead."""
+    entry = info.get("ensemble")
+    if not entry or fine_tuned_only:
+        return 1.0, None
+    if entry["members"]:
+        raise UsageError(f"{run_dir} ships the fine-tuned model stacked with {', '.join(entry['members'])}: a single "
+                         "transformers model cannot hold the baselines' n-gram features. `stancerun predict` uses the "
+                         "whole stack; add --fine-tuned-only to export the transformer alone (the report's "
+                         "\"fine-tuned alone\" row)")
+    return entry["weights"][0], [b + o for b, o in zip(entry["bias"], entry["offsets"])]
+
+
+def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = False) -> Path:
     if not (run_dir / "model").is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir}: exists and is not empty")
     info = artifacts.read_model_info(run_dir / "model")
+    scale, shift = stack_folding(info, run_dir, fine_tuned_only)
     is_adapter = info.get("weights") == "adapter"
     if is_adapter and not merge:
         raise UsageError(f"{run_dir} holds the '{info['adapter']}' adapter's weights only: add --merge to write a "
@@ -88,12 +109,15 @@ def export(run_dir: Path, out_dir: Path, merge: bool) -> Path:
         raise UsageError(f"export: model '{record['use']}' (plugin '{record['plugin']}') cannot be exported as a "
                          "standalone transformers model: its plugin has no export() (see stancerun.contracts.Model); "
                          f"`stancerun predict {run_dir}` still uses it")
-    fold_temperature(saved.model, len(info["labels"]), info.get("temperature", 1.0))
+    # The temperature was fitted on the shipped scores; the transformer alone exports uncalibrated.
+    temperature = 1.0 if fine_tuned_only and info.get("ensemble") else info.get("temperature", 1.0)
+    fold_scores(saved.model, len(info["labels"]), temperature, scale, shift)
 
     def fill(tmp: Path):
         write(saved.loaded, saved.model, tmp)
         artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter))
-        artifacts.write_json(tmp / artifacts.MODEL_INFO, {**info, "temperature": 1.0, "weights": "model",
+        exported = {k: v for k, v in info.items() if k != "ensemble"}  # folded in, or left out on request
+        artifacts.write_json(tmp / artifacts.MODEL_INFO, {**exported, "temperature": 1.0, "weights": "model",
                                                           "exported_from": str(run_dir)})
 
     artifacts.atomic_directory(out_dir, fill)

@@ -47,4 +47,12 @@ def stancerun_register_callbacks(register):
     ``state_dict``/``load_state_dict`` to carry its state across a resume."""
 
 
-KINDS = ("datasets", "models", "adapters", "metrics", "callbacks")
+@hookspec
+def stancerun_register_baselines(register):
+    """Register baseline factories: ``factory(**options)`` returns a
+    :class:`stancerun.contracts.Baseline` (``fit(train, labels)``, ``predict(examples)``;
+    ``save``/``restore`` to be stacked with the fine-tuned model). Experiments name them in
+    ``[evaluation] baselines``."""
+
+
+KINDS = ("datasets", "models", "adapters", "metrics", "callbacks", "baselines")

@@ -71,6 +71,17 @@ def predict_logits(model, tokenizer, texts, pairs, max_length: int, batch_size: 
     return logits if logits is not None else np.empty((0, 0), dtype=np.float32)
 
 
+def shipped_logits(saved, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
+    """The scores a run ships for these texts (``saved``: :func:`stancerun.artifacts.load_model`):
+    the fine-tuned model's logits, stacked and offset as the run fitted them, when it did."""
+    from stancerun.datasets import Examples
+
+    logits = predict_logits(saved.model, saved.tokenizer, texts, pairs, saved.max_length, batch_size)
+    if saved.shipped is None:
+        return logits
+    return saved.shipped.apply(logits, Examples(list(texts), [-1] * len(texts), list(pairs) if pairs is not None else None))
+
+
 def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, saved=None) -> list[dict]:
     """One row per text: the label, its confidence and every label's probability.
     ``saved``: the run's model already loaded (:func:`stancerun.artifacts.load_model`)."""
@@ -79,7 +90,7 @@ def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size
 
     saved = saved or load_model(run_dir / "model")
     info = saved.info
-    logits = predict_logits(saved.model, saved.tokenizer, texts, pairs, saved.max_length, batch_size)
+    logits = shipped_logits(saved, texts, pairs, batch_size)
     probs = softmax(logits, info.get("temperature", 1.0))  # 1.0 unless [evaluation] calibrate = true
     labels = info["labels"]
     results = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from stancerun.config import Experiment, build
 from stancerun.errors import ConfigError, Problem, show_file
 from stancerun.registry import Registry
+from stancerun.schema import baseline_rows
 
 
 def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
@@ -29,10 +30,22 @@ def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
     if callable(getattr(model, "check", None)):
         add("model", model.check())
 
+    stacked = config.get("ensemble", {}).get("stack", [])
+    if stacked:
+        from stancerun.ensemble import stackable
+
+        rows = baseline_rows(config["evaluation"]["baselines"])
+        for i, name in enumerate(stacked):
+            if not stackable(build(registry, "baselines", rows[name])):
+                add(f"ensemble.stack[{i}]", [f"baseline '{name}' cannot be stacked: it has no save()/restore() to ship "
+                                             "inside the model (see stancerun.contracts.Baseline)"])
+
     if labels is not None:
         produced = [metric_keys(build(registry, "metrics", table), labels) for table in config["metrics"]]
         keys = {"loss"} | {key for found_keys in produced for key in found_keys or ()}
         wanted = [("training.metric_for_best_model", config["training"]["metric_for_best_model"])]
+        if config["evaluation"].get("headline"):
+            wanted.append(("evaluation.headline", config["evaluation"]["headline"]))
         for i, table in enumerate(config["callbacks"]):
             callback = build(registry, "callbacks", table)
             wanted += [(f"callbacks[{i}] ({table['use']})", name) for name in getattr(callback, "monitors", ())]

@@ -9,7 +9,8 @@ from stancerun.errors import UsageError, did_you_mean
 from stancerun.hookspecs import KINDS
 
 #: Singular nouns for messages ("unknown metric 'acuracy'").
-NOUNS = {"datasets": "dataset", "models": "model", "adapters": "adapter", "metrics": "metric", "callbacks": "callback"}
+NOUNS = {"datasets": "dataset", "models": "model", "adapters": "adapter", "metrics": "metric", "callbacks": "callback",
+         "baselines": "baseline"}
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from stancerun.schema import greater_is_better
 from stancerun.stats import per_class_scores, softmax
 
 
@@ -77,10 +85,37 @@ class Summary:
     def leaderboard(self) -> list[tuple[str, dict, dict]]:
         """(row name, metrics, intervals) for the fine-tuned model, the untrained model and each baseline."""
         r, intervals = self.results, self.results.get("intervals", {})
-        rows = [("fine-tuned", r["final"], intervals.get("final", {})),
-                ("untrained", r["baseline"], intervals.get("baseline", {}))]
+        rows = [(self.shipped_name, r["final"], intervals.get("final", {}))]
+        if "ensemble" in r:
+            rows.append(("fine-tuned alone", r["ensemble"]["fine_tuned"]["validation"], {}))
+        rows.append(("untrained", r["baseline"], intervals.get("baseline", {})))
         rows += [(name, metrics, intervals.get(name, {})) for name, metrics in r.get("baselines", {}).items()]
         return rows
+
+    @property
+    def shipped_name(self) -> str:
+        return "shipped (stack)" if "ensemble" in self.results else "fine-tuned"
+
+    def test_rows(self) -> list[tuple[str, dict, dict]]:
+        """(row name, metrics, intervals) on the test split, like :meth:`leaderboard`."""
+        r, intervals = self.results, self.results.get("intervals", {})
+        rows = [(self.shipped_name, r["test"], intervals.get("test", {}))]
+        if "ensemble" in r and "test" in r["ensemble"]["fine_tuned"]:
+            rows.append(("fine-tuned alone", r["ensemble"]["fine_tuned"]["test"], {}))
+        return rows + [(name, m, intervals.get(f"test_{name}", {})) for name, m in r.get("test_baselines", {}).items()]
+
+    def composition(self) -> str | None:
+        """What the shipped model is made of, when it is more than the fine-tuned model."""
+        e = self.results.get("ensemble")
+        if not e:
+            return None
+        terms = [f"{e['weights'][0]:.3f} × log-softmax(fine-tuned model)"]
+        terms += [f"{w:.3f} × {name} scores" for name, w in zip(e["members"], e["weights"][1:])]
+        text = "shipped scores = " + " + ".join(terms) + " + a per-class bias, weights fitted by log-loss on validation"
+        if e["decision"] == "headline":
+            offsets = ", ".join(f"{n} {o:+.1f}" for n, o in zip(self.labels, e["offsets"]))
+            text += f"; then per-class offsets ({offsets}) tuned on validation for {self.results['analysis']['metric']}"
+        return text
 
     def metric_keys(self, compact: bool = False) -> list[str]:
         """Metric names; ``compact`` leaves out per-class ones (they have their own table)."""
@@ -95,12 +130,33 @@ class Summary:
         n = self.results["train"]["eval_samples"]
         if warning := small_eval_warning(n):
             found.append(warning)
-        sep = self.results.get("analysis", {}).get("separation_from_majority")
-        if sep is not None and not sep["significant"]:
-            metric = self.results["analysis"]["metric"]
-            found.append(f"on {n} validation examples the model cannot be told apart from the majority baseline: "
-                         f"{metric} difference {sep['difference']:+.3f}, 95% interval [{sep['low']:+.3f}, {sep['high']:+.3f}]")
         return found
+
+    def verdict(self) -> str | None:
+        """One line: does the model beat the strongest baseline on the headline metric? Said on
+        the test split when there is one (the baseline was chosen on validation), with the
+        paired-bootstrap interval of the difference."""
+        r, v = self.results, self.results.get("verdict")
+        if not v:
+            return None
+        split = "test" if "test" in r and "test" in v else "validation"
+        metric, name, diff = v["metric"], v["baseline"], v.get(split)
+        model = (r["test"] if split == "test" else r["final"]).get(metric)
+        base = (r.get("test_baselines", {}) if split == "test" else r.get("baselines", {})).get(name, {}).get(metric)
+        if model is None or base is None:
+            return None
+        head = (f"{split} {metric}: model {model:.3f}, strongest baseline {name} {base:.3f} (chosen on validation)")
+        if diff is None:  # no bootstrap: the point values only
+            ahead = (model > base) == greater_is_better(metric) and model != base
+            return head + (" — the model is ahead (no intervals: bootstrap_resamples = 0)" if ahead
+                           else " — the model does not beat it")
+        gain = diff["difference"] if greater_is_better(metric) else -diff["difference"]
+        if diff["significant"]:
+            outcome = "the model beats it significantly" if gain > 0 else "the model is significantly worse"
+        else:
+            outcome = "the model does not beat it significantly"
+        return (head + f"; difference {diff['difference']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] "
+                f"(95% paired bootstrap, p = {diff['p']:.3f}) — {outcome}")
 
     def comparison_rows(self):
         base, final = self.results["baseline"], self.results["final"]
@@ -196,6 +252,10 @@ class Reporter:
     def final(self, summary: Summary, run_dir) -> None:
         c = self.console
         c.rule("[bold]results")
+        if verdict := summary.verdict():
+            c.print(f"[bold]verdict:[/] {verdict}")
+        if composition := summary.composition():
+            c.print(f"[bold]what ships:[/] {composition}")
         table = Table(title="before vs after training (validation split)", title_justify="left")
         for col in ("metric", "before", "after", "delta"):
             table.add_column(col, justify="right" if col != "metric" else "left")
@@ -239,9 +299,7 @@ class Reporter:
                     table.add_row(group, *(fmt(values[col]) for col in columns))
                 c.print(table)
         if "test" in r:
-            intervals = r.get("intervals", {})
-            for name, metrics in [("final model", r["test"])] + list(r.get("test_baselines", {}).items()):
-                ci = intervals.get("test" if name == "final model" else f"test_{name}", {})
+            for name, metrics, ci in summary.test_rows():
                 c.print(f"[bold]test split ({name}):[/] " + ", ".join(
                     f"{k} {with_interval(v, ci.get(k))}" for k, v in metrics.items() if k in keys))
         cal = r.get("calibration")
@@ -282,6 +340,11 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
         f"- evaluation split: {train['eval_samples']} examples",
         "",
     ]
+    if verdict := summary.verdict():
+        lines += [f"**Verdict:** {verdict}.", ""]
+    if composition := summary.composition():
+        lines += [f"**What ships:** {composition}. `stancerun predict` applies all of it; "
+                  "the row \"fine-tuned alone\" is the transformer without it.", ""]
     lines += [f"> **Warning:** {note}." for note in summary.notes()] + ([""] if summary.notes() else [])
     keys = summary.metric_keys()
     lines += ["## Against baselines", "", "Validation split; brackets: 95% bootstrap interval.", "",
@@ -316,9 +379,7 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
             lines += ["", f"## {title}", "", "| group | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
             lines += [f"| {g} | " + " | ".join(fmt(v[c]) for c in columns) + " |" for g, v in groups.items()]
     if "test" in r:
-        intervals = r.get("intervals", {})
-        rows = [("fine-tuned", r["test"], intervals.get("test", {}))]
-        rows += [(name, m, intervals.get(f"test_{name}", {})) for name, m in r.get("test_baselines", {}).items()]
+        rows = summary.test_rows()
         lines += ["", "## Test split", "", "Brackets: 95% bootstrap interval.", "",
                   "| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
         lines += [f"| {name} | " + " | ".join(with_interval(m[k], ci.get(k)) for k in keys if k in m) + " |"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from stancerun import artifacts, checkpoint, tomlio
 from stancerun.config import Experiment
 from stancerun.errors import UsageError
@@ -79,9 +81,13 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         if accelerator.is_main_process:
             from stancerun.components import saved_info
 
-            results.update(analyse(experiment, components, trainer, outcome, run_dir))
+            results.update(analyse(experiment, components, trainer, outcome, run_dir, registry))
             info = {**saved_info(components, experiment), "temperature": results["calibration"]["temperature"]}
-            artifacts.save_model(components, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info)
+            shipped = outcome.get("shipped")
+            if shipped is not None:
+                info["ensemble"] = shipped.info()
+            artifacts.save_model(components, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info,
+                                 shipped)
             artifacts.write_json(run_dir / "results.json", results)
             summary = Summary.of(results, outcome["final"], components.splits.labels, time.perf_counter() - started)
             artifacts.atomic_write(run_dir / "report.md", markdown(summary, experiment, env))
@@ -94,29 +100,30 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     return run_dir
 
 
-def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path) -> dict:
+def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path, registry) -> dict:
     """Baselines, intervals, calibration and error analysis on the validation split; writes
     predictions.csv, misclassified.jsonl and the plots. Returns what results.json adds."""
-    from stancerun import analysis, plots, stats
-    from stancerun.baselines import run_baselines
+    from stancerun import analysis, baselines, plots, stats
     from stancerun.report import confusion
 
     ev = experiment.evaluation
     splits, names = components.splits, components.splits.labels
-    validation, final = splits.validation, outcome["final"]
-    labels, metric_fn = final.labels, components.metric_fn
+    validation, metric_fn = splits.validation, components.metric_fn
     pair_name = components.columns.pair or "text_pair"
+    evaluated = {"validation": validation, **({"test": splits.test} if splits.test is not None else {})}
+    fitted = baselines.fit(registry, ev.baselines, splits.train, names)
+    baseline_logits = baselines.score_all(fitted, evaluated, len(names))
+    metric = analysis.headline_key(experiment.config, outcome["final"].metrics)
+    # From here on "final" (and "test") are what the run ships: the stack when there is one.
+    stacked = stack_outcome(experiment, outcome, fitted, baseline_logits, names, metric_fn, metric, registry)
+    final = outcome["final"]
+    labels = final.labels
 
     calibration = analysis.calibrate(final.logits, labels, ev.calibrate)
     scored = {"final": analysis.score(final.logits, labels, names, metric_fn, ev),
               "baseline": analysis.score(outcome["baseline"].logits, labels, names, metric_fn, ev)}
-    evaluated = {"validation": validation, **({"test": splits.test} if splits.test is not None else {})}
-    baseline_logits = run_baselines(ev.baselines, splits.train, evaluated, len(names), experiment.config["seed"])
     for name, logits in baseline_logits["validation"].items():
         scored[name] = analysis.score(logits, labels, names, metric_fn, ev)
-    metric = next(k for k in scored["final"].metrics if k != "loss") if trainer.metric_name() == "loss" else trainer.metric_name()
-    separation = (analysis.separable_from(scored["final"], scored["majority"], labels, names, metric_fn, metric, ev)
-                  if "majority" in scored else None)
 
     probabilities = stats.softmax(final.logits, calibration.temperature)
     predicted = probabilities.argmax(axis=1)
@@ -129,13 +136,20 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
         "baselines": {name: scored[name].metrics for name in baseline_logits["validation"]},
         "intervals": {name: s.intervals for name, s in scored.items() if s.intervals},
         "calibration": calibration.to_dict(),
-        "analysis": {"metric": metric, "separation_from_majority": separation,
-                     "most_confused": analysis.most_confused(labels, predicted, names)},
+        "analysis": {"metric": metric, "most_confused": analysis.most_confused(labels, predicted, names)},
         "data": {"distribution": components.data_report.distribution,
                  "leaks": [vars(leak) for leak in components.data_report.leaks],
                  "dropped_for_leakage": components.data_report.dropped,
                  "truncated": trainer.truncated()},
     }
+    if stacked is not None:
+        added["final"], added["ensemble"] = final.metrics, stacked
+        if outcome["test"] is not None:
+            added["test"] = outcome["test"].metrics
+    strongest = analysis.strongest(scored, list(baseline_logits["validation"]), metric)
+    if strongest is not None:
+        added["verdict"] = {"metric": metric, "baseline": strongest, "validation": analysis.separable_from(
+            scored["final"], scored[strongest], labels, names, metric_fn, metric, ev)}
     if validation.pairs is not None:
         added["analysis"]["by_group"] = analysis.by_group(validation.pairs, final.logits, labels, names, metric_fn)
     if outcome["test"] is not None:
@@ -147,6 +161,10 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
             scored_test = analysis.score(logits, test.labels, names, metric_fn, ev)
             added["test_baselines"][name] = scored_test.metrics
             added["intervals"][f"test_{name}"] = scored_test.intervals
+        if strongest is not None:
+            added["verdict"]["test"] = analysis.separable_from(
+                analysis.Scored(test.logits, {}), analysis.Scored(baseline_logits["test"][strongest], {}),
+                test.labels, names, metric_fn, metric, ev)
         test_cal = stats.reliability(stats.softmax(test.logits), test.labels).ece
         added["calibration"]["test_ece_before"] = test_cal
         if ev.calibrate:
@@ -169,6 +187,42 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path)
         figures["reliability"] = "plots/reliability.png"
         added["plots"] = figures
     return added
+
+
+def stack_outcome(experiment: Experiment, outcome: dict, fitted: dict, baseline_logits: dict, names, metric_fn,
+                  metric: str, registry) -> dict | None:
+    """Fit ``[ensemble]`` on the validation split and put the shipped scores in ``outcome``'s
+    "final" and "test" (the fine-tuned model's own stay in the returned record, beside how the
+    stack is made). None when the experiment ships the fine-tuned model as it is."""
+    from dataclasses import replace
+
+    from stancerun import ensemble
+    from stancerun.components import origin
+    from stancerun.prediction import EvalPrediction
+    from stancerun.schema import baseline_rows, greater_is_better
+
+    config = experiment.ensemble
+    if not config.stack and config.decision == "argmax":
+        return None
+    members = list(config.stack)
+    final = outcome["final"]
+    stack = ensemble.fit(final.logits, members, [baseline_logits["validation"][m] for m in members], final.labels, names,
+                         metric_fn, metric, config.decision, greater_is_better(metric))
+    tables = baseline_rows(experiment.evaluation.baselines)
+    records = {m: {**origin(registry, "baselines", tables[m]["use"]), "options": {k: v for k, v in tables[m].items() if k != "use"}}
+               for m in members}
+    outcome["shipped"] = ensemble.Shipped(stack, [fitted[m] for m in members], records)
+    record = {**stack.to_dict(), "decision": config.decision, "fine_tuned": {}}
+    for key, split in (("final", "validation"), ("test", "test")):
+        evaluation = outcome.get(key)
+        if evaluation is None:
+            continue
+        scores = stack.combine(evaluation.logits, [baseline_logits[split][m] for m in members])
+        loss = float(-ensemble.log_softmax(scores)[np.arange(len(evaluation.labels)), evaluation.labels].mean())
+        record["fine_tuned"][split] = evaluation.metrics
+        outcome[key] = replace(evaluation, logits=scores,
+                               metrics={"loss": loss, **metric_fn(EvalPrediction(scores, evaluation.labels, names))})
+    return record
 
 
 def resume_run(run_dir: Path, registry=None) -> Path:

@@ -26,9 +26,34 @@ CORE_OPTIONS = {
     "data": {"on_leakage": (Literal["warn", "error", "drop"], "warn")},
 }
 
+#: The baselines every experiment is scored against unless it says otherwise (built-in plugin
+#: stancerun_baselines): per-target majority, TF-IDF + logistic regression, SemEval's n-gram SVM.
+BASELINES = ("majority", "tfidf", "ngram_svm")
+
+
+
+def baseline_rows(entries: list) -> dict[str, dict]:
+    """Row name -> table, for ``[evaluation] baselines`` (names or tables {use = ...}); a name used
+    twice (say, two ``ngram_svm`` with different ``C``) gets a numbered row."""
+    named = {}
+    for entry in entries:
+        table = {"use": entry} if isinstance(entry, str) else dict(entry)
+        name, n = table["use"], 2
+        while name in named:
+            name, n = f"{table['use']}_{n}", n + 1
+        named[name] = table
+    return named
+
+
 Positive = Range(gt=0)
 AtLeastOne = Range(ge=1)
 NonNegative = Range(ge=0)
+
+
+def greater_is_better(metric: str) -> bool:
+    """Whether a larger value of this metric key is better (losses and errors: no)."""
+    name = metric.removeprefix("eval_")
+    return not (name == "loss" or name.endswith(("loss", "mse", "mae")))
 
 
 @dataclass(frozen=True)
@@ -82,15 +107,19 @@ class TrainingConfig:
     def best_is_greater(self) -> bool:
         if self.greater_is_better is not None:
             return self.greater_is_better
-        name = self.metric_for_best_model.removeprefix("eval_")
-        return not (name == "loss" or name.endswith(("loss", "mse", "mae")))
+        return greater_is_better(self.metric_for_best_model)
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     """How results are judged: baselines, uncertainty, calibration, plots."""
 
-    baselines: list[Literal["majority", "tfidf"]] = field(default_factory=lambda: ["majority", "tfidf"])
+    # Registered baselines, each a name or a table {use = "name", option = value}; see BASELINES.
+    baselines: list[str | dict] = field(default_factory=lambda: list(BASELINES))
+    # The metric key the experiment is judged by: the verdict against the strongest baseline,
+    # the order of `compare`, and model selection when metric_for_best_model is not given.
+    # Default: metric_for_best_model unless it is the loss, else the first metric's first key.
+    headline: str | None = None
     bootstrap_resamples: Annotated[int, NonNegative] = 1000  # 0 turns the intervals off
     bootstrap_seed: int = 0
     confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
@@ -101,6 +130,8 @@ class EvaluationConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         found = []
+        if self.headline is not None and self.headline.removeprefix("eval_") == "loss":
+            found.append(("headline", "expected a metric key (e.g. \"f1_macro\"), not the loss"))
         if self.cv_folds == 1:
             found.append(("cv_folds", "expected 0 (off) or at least 2 folds"))
         if self.cv_folds and self.seeds:
@@ -108,3 +139,19 @@ class EvaluationConfig:
         if len(set(self.seeds)) != len(self.seeds):
             found.append(("seeds", "seeds repeat"))
         return found
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """What ships besides the fine-tuned model, fitted on the validation split after training."""
+
+    # Baselines of [evaluation] baselines (by row name) whose scores are stacked with the model's:
+    # one weight each, fitted by log-loss on validation; they are saved inside the model.
+    stack: list[str] = field(default_factory=list)
+    # "headline": per-class offsets tuned on validation for the headline metric; "argmax": none.
+    decision: Literal["argmax", "headline"] = "argmax"
+
+    def problems(self) -> list[tuple[str, str]]:
+        if len(set(self.stack)) != len(self.stack):
+            return [("stack", "a baseline is named twice")]
+        return []

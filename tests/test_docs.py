@@ -11,10 +11,12 @@ import pytest
 from stancerun import hookspecs
 from stancerun.config import options_schema
 from stancerun.registry import NOUNS
-from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EvaluationConfig, TopLevel, TrainingConfig
+from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EnsembleConfig, EvaluationConfig, TopLevel, TrainingConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-SECTION_OF_KIND = {kind: section for section, (kind, _, _) in COMPONENT_SECTIONS.items()}
+HEADING_OF_KIND = {kind: f"[[{section}]]" if is_list else f"[{section}]"
+                   for section, (kind, is_list, _) in COMPONENT_SECTIONS.items()}
+HEADING_OF_KIND["baselines"] = "Baselines"  # named in [evaluation] baselines, documented on their own
 
 
 def sections(text: str, level: str) -> dict[str, str]:
@@ -37,7 +39,7 @@ def test_top_level_and_training_keys_are_documented(experiments_doc):
     top = sections(experiments_doc, "## ")
     expected_top = {f.name for f in dataclasses.fields(TopLevel)} | {"extends"}
     assert expected_top <= documented_keys(top["Top level"])
-    for heading, schema in (("[training]", TrainingConfig), ("[evaluation]", EvaluationConfig)):
+    for heading, schema in (("[training]", TrainingConfig), ("[evaluation]", EvaluationConfig), ("[ensemble]", EnsembleConfig)):
         missing = {f.name for f in dataclasses.fields(schema)} - documented_keys(top[heading])
         assert not missing, f"undocumented {heading} keys: {sorted(missing)}"
     for section, options in CORE_OPTIONS.items():
@@ -48,8 +50,7 @@ def test_every_builtin_component_option_is_documented(experiments_doc, builtin_r
     top = sections(experiments_doc, "## ")
     missing = []
     for kind, components in builtin_registry.components.items():
-        section = SECTION_OF_KIND[kind]
-        heading = f"[[{section}]]" if COMPONENT_SECTIONS[section][1] else f"[{section}]"
+        heading = HEADING_OF_KIND[kind]
         subsections = sections(top[heading], "### ")
         for name, component in components.items():
             body = subsections.get(f'use = "{name}"')
@@ -65,6 +66,6 @@ def test_every_builtin_component_option_is_documented(experiments_doc, builtin_r
 def test_every_hook_is_documented():
     text = (DOCS / "plugins.md").read_text(encoding="utf-8")
     hooks = [name for name in dir(hookspecs) if name.startswith("stancerun_register_")]
-    assert len(hooks) == 5
+    assert len(hooks) == len(hookspecs.KINDS) == 6
     for hook in hooks:
         assert f"`{hook}`" in text or f"def {hook}(" in text, hook

@@ -53,7 +53,7 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path, tiny_bert, stance_da
 
     results = json.loads((run / "results.json").read_text())
     assert set(results) == {"model", "baseline", "final", "train", "test", "baselines", "intervals", "calibration", "analysis",
-                            "data", "plots", "test_baselines"}
+                            "data", "plots", "test_baselines", "verdict"}
     assert set(results["baseline"]) == set(results["final"]) == {"loss", "accuracy", "f1_macro"}
     assert results["baseline"] == {k[5:]: v for k, v in lines[0].items() if k.startswith("eval_")}
     assert results["train"]["global_step"] == 27 and results["train"]["samples_per_second"] > 0

@@ -58,6 +58,18 @@ def test_f1_favor_against_leaves_out_the_no_stance_class(builtin_registry, pred)
         metric(builtin_registry, use="f1_favor_against", no_stance="neutral")(pred)
 
 
+def test_f1_favor_against_takes_the_stance_classes_by_name(builtin_registry, pred):
+    # support/oppose data, or any two classes: the same score as leaving the third out
+    assert metric(builtin_registry, use="f1_favor_against", classes=["favor", "against"])(pred)["f1_favor_against"] == \
+        pytest.approx(7 / 12)
+    assert metric(builtin_registry, use="f1_favor_against", classes=["against", "none"])(pred)["f1_favor_against"] == \
+        pytest.approx(0.65)
+    with pytest.raises(ValueError, match="not among the labels"):
+        metric(builtin_registry, use="f1_favor_against", classes=["support", "oppose"])(pred)
+    with pytest.raises(ValueError, match="not both"):
+        metric(builtin_registry, use="f1_favor_against", classes=["favor"], no_stance="none")(pred)
+
+
 def test_unpredicted_class_scores_zero_without_warning(builtin_registry):
     pred = EvalPrediction(np.eye(3)[[0, 0, 0]], [0, 1, 2], NAMES)
     assert metric(builtin_registry, use="precision", average="per_class")(pred)["precision_none"] == 0.0

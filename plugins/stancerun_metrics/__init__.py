@@ -97,26 +97,32 @@ def recall(*, average: Average = "macro"):
     return _averaged("recall", average)
 
 
-def f1_favor_against(*, no_stance: str | None = None):
+def f1_favor_against(*, classes: list[str] | None = None, no_stance: str | None = None):
     """SemEval-2016 Task 6's official score: the mean F1 of the stance classes, the
-    no-stance class left out. ``no_stance`` names that class; by default the label called
-    none/neutral/no_stance."""
+    no-stance class left out. ``classes`` names the stance classes to average (e.g.
+    ["favor", "against"] or ["support", "oppose"]); else every label but ``no_stance``, which
+    by default is the label called none/neutral/no_stance."""
+    def stance_ids(names):
+        if classes is not None and no_stance is not None:
+            raise ValueError("f1_favor_against: give classes or no_stance, not both")
+        if classes is not None:
+            unknown = [c for c in classes if c not in names]
+            if unknown or not classes:
+                raise ValueError(f"f1_favor_against: classes {unknown or classes} are not among the labels {names}")
+            return [names.index(c) for c in classes]
+        skip = no_stance if no_stance is not None else next((n for n in names if n.lower() in NO_STANCE_NAMES), None)
+        if skip is not None and skip not in names:
+            raise ValueError(f"f1_favor_against: no_stance label {skip!r} is not one of {names}")
+        return [i for i, n in enumerate(names) if n != skip]
 
     def compute(pred):
         from sklearn.metrics import f1_score
 
-        names = _names(pred)
-        skip = no_stance if no_stance is not None else next((n for n in names if n.lower() in NO_STANCE_NAMES), None)
-        if skip is not None and skip not in names:
-            raise ValueError(f"f1_favor_against: no_stance label {skip!r} is not one of {names}")
-        stance = [i for i, n in enumerate(names) if n != skip]
-        value = f1_score(pred.labels, pred.predictions, labels=stance, average="macro", zero_division=0)
+        value = f1_score(pred.labels, pred.predictions, labels=stance_ids(_names(pred)), average="macro", zero_division=0)
         return {"f1_favor_against": float(value)}
 
     def from_confusion(cm, names):
-        skip = no_stance if no_stance is not None else next((n for n in names if n.lower() in NO_STANCE_NAMES), None)
-        stance = [i for i, n in enumerate(names) if n != skip]
-        return {"f1_favor_against": _prf(cm)["f1"][..., stance].mean(axis=-1)}
+        return {"f1_favor_against": _prf(cm)["f1"][..., stance_ids(list(names))].mean(axis=-1)}
 
     return _fast(compute, from_confusion)
 

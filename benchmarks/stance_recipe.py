@@ -1,0 +1,143 @@
+"""The stance recipe on real data, and what each of its parts adds: the figures of docs/results.md.
+
+    python benchmarks/stance_recipe.py                       # runs benchmarks/tweeteval_stance.toml
+    python benchmarks/stance_recipe.py --run RUN_DIR         # re-analyses a finished run
+
+It runs the experiment as a user would (`stancerun EXPERIMENT`, one process, timed), then
+loads the run directory and rebuilds, from the same fitted parts, every variant of the ablation:
+the fine-tuned model alone, with the decision rule, stacked with the n-gram SVM, and both, each
+fitted on the validation split only and scored on the test split with 95% bootstrap intervals,
+and its gain over the fine-tuned model alone with a paired bootstrap. The baselines are scored
+on the same test split. Offline: HF_HUB_OFFLINE=1, the packaged MiniLM. The JSON holds figures
+and settings only, never text from the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESAMPLES = 1000
+
+
+def run_experiment(experiment: Path, out: Path) -> tuple[Path, float]:
+    """`stancerun EXPERIMENT --output-dir OUT` as a whole process; (run directory, wall seconds)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "stancerun", "run", str(experiment), "--output-dir", str(out)],
+                   check=True, env=env)
+    return out, time.perf_counter() - started
+
+
+def interval(pred, metric_fn, keys) -> dict:
+    from stancerun import stats
+
+    found = stats.bootstrap_ci(pred, metric_fn, RESAMPLES, 0, 0.95)
+    return {k: found[k] for k in keys}
+
+
+def analyse(run_dir: Path) -> dict:
+    from stancerun import baselines, ensemble, tomlio
+    from stancerun.analysis import headline_key
+    from stancerun.artifacts import load_model
+    from stancerun.components import combined_metrics
+    from stancerun.config import build
+    from stancerun.plugins import get_registry
+    from stancerun.predict import predict_logits
+    from stancerun.prediction import EvalPrediction
+    from stancerun.stats import paired_bootstrap
+
+    registry = get_registry()
+    config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    splits = build(registry, "datasets", config["data"]).load()
+    names = splits.labels
+    metric_fn = combined_metrics([build(registry, "metrics", table) for table in config["metrics"]])
+    headline = headline_key(config, results["final"])
+    keys = [headline, "f1_macro"]
+
+    saved = load_model(run_dir / "model", registry=registry)
+    logits = {split: predict_logits(saved.model, saved.tokenizer, examples.texts, examples.pairs, saved.max_length, 64)
+              for split, examples in (("validation", splits.validation), ("test", splits.test))}
+    labels = {split: np.asarray(getattr(splits, split).labels) for split in logits}
+    fitted = baselines.fit(registry, config["evaluation"]["baselines"], splits.train, names)
+    scores = baselines.score_all(fitted, {"validation": splits.validation, "test": splits.test}, len(names))
+
+    def variant(members: list[str], decision: str):
+        stack = ensemble.fit(logits["validation"], members, [scores["validation"][m] for m in members],
+                             labels["validation"], names, metric_fn, headline, decision)
+        return stack, stack.combine(logits["test"], [scores["test"][m] for m in members])
+
+    variants = {"fine-tuned alone": (None, logits["test"])}
+    variants["+ decision rule"] = variant([], "headline")
+    variants["+ stacked n-gram SVM (the recipe)"] = variant(["ngram_svm"], "argmax")
+    variants["+ stacked n-gram SVM + decision rule"] = variant(["ngram_svm"], "headline")
+    alone = EvalPrediction(logits["test"], labels["test"], names)
+    rows = {}
+    for name, (stack, test_scores) in variants.items():
+        pred = EvalPrediction(test_scores, labels["test"], names)
+        gain = paired_bootstrap(pred, alone, metric_fn, RESAMPLES, 0) if stack is not None else None
+        rows[name] = {"test": interval(pred, metric_fn, keys), "stack": stack.to_dict() if stack else None,
+                      "gain": {k: gain[k] for k in keys} if gain else None}
+    for name, test_scores in scores["test"].items():
+        rows[f"baseline: {name}"] = {"test": interval(EvalPrediction(test_scores, labels["test"], names), metric_fn, keys)}
+    shipped = rows["+ stacked n-gram SVM (the recipe)"]["test"]
+    # The run's own report must say the same as this rebuild.
+    assert abs(shipped[headline]["value"] - results["test"][headline]) < 1e-6, "the rebuilt stack differs from the run's"
+    return {"run": str(run_dir), "headline": headline, "rows": rows, "verdict": results.get("verdict"),
+            "train": results["train"], "test_examples": int(len(labels["test"]))}
+
+
+def table(found: dict) -> str:
+    headline = found["headline"]
+    lines = [f"| system | {headline} (test) | f1_macro (test) | gain in {headline} | gain in f1_macro |",
+             "|---|---:|---:|---:|---:|"]
+
+    def cell(ci):
+        return f"{100 * ci['value']:.1f} [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]"
+
+    def gain(g):
+        return f"{100 * g['difference']:+.1f} [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]" if g else ""
+
+    for name, row in found["rows"].items():
+        g = row.get("gain") or {}
+        lines.append(f"| {name} | {cell(row['test'][headline])} | {cell(row['test']['f1_macro'])} | "
+                     f"{gain(g.get(headline))} | {gain(g.get('f1_macro'))} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", type=Path, default=ROOT / "benchmarks" / "tweeteval_stance.toml")
+    parser.add_argument("--run", type=Path, help="analyse this finished run instead of running the experiment")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "stance_recipe.json")
+    parser.add_argument("--output-dir", type=Path, help="keep the run here (default: a temporary folder, deleted)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    wall = None
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run
+        if run_dir is None:
+            run_dir, wall = run_experiment(args.experiment, args.output_dir or Path(tmp) / "run")
+        found = analyse(run_dir)
+        found.update({"experiment": str(args.experiment), "wall_time_s": wall, "cpu_count": os.cpu_count(),
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+    print(table(found))
+    if wall is not None:
+        print(f"\nwall time of `stancerun {args.experiment.name}`: {wall:.0f} s on {os.cpu_count()} CPU(s)")
+    print(f"written: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
