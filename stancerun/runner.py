@@ -209,7 +209,8 @@ def stack_outcome(experiment: Experiment, outcome: dict, fitted: dict, baseline_
     stack = ensemble.fit(final.logits, members, [baseline_logits["validation"][m] for m in members], final.labels, names,
                          metric_fn, metric, config.decision, greater_is_better(metric))
     tables = baseline_rows(experiment.evaluation.baselines)
-    records = {m: {**origin(registry, "baselines", tables[m]["use"]), "options": {k: v for k, v in tables[m].items() if k != "use"}}
+    # Every option recorded, defaults included: a later version's defaults must not change a saved stack.
+    records = {m: {**origin(registry, "baselines", tables[m]["use"]), "options": resolved_options(registry, "baselines", tables[m])}
                for m in members}
     outcome["shipped"] = ensemble.Shipped(stack, [fitted[m] for m in members], records)
     record = {**stack.to_dict(), "decision": config.decision, "fine_tuned": {}}
@@ -223,6 +224,18 @@ def stack_outcome(experiment: Experiment, outcome: dict, fitted: dict, baseline_
         outcome[key] = replace(evaluation, logits=scores,
                                metrics={"loss": loss, **metric_fn(EvalPrediction(scores, evaluation.labels, names))})
     return record
+
+
+def resolved_options(registry, kind: str, table: dict) -> dict:
+    """A component table's options with the factory's defaults filled in."""
+    import inspect
+
+    from stancerun.config import options_schema
+    from stancerun.options import to_plain
+
+    schema, _ = options_schema(registry.get(kind, table["use"]).factory)
+    defaults = {k: to_plain(default) for k, (_, default) in schema.items() if default is not inspect.Parameter.empty}
+    return {**defaults, **{k: v for k, v in table.items() if k != "use"}}
 
 
 def resume_run(run_dir: Path, registry=None) -> Path:

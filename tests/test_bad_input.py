@@ -200,8 +200,8 @@ def test_bad_input_exits_2_with_a_named_problem_and_leaves_nothing(build, comman
     assert tree(tmp_path) == before, "stray files left behind"
 
 
-# validate never imports torch and answers in well under a second, even when it reads the data
-# and looks for the model (SPEC §2). Timed inside the subprocess: the CLI call, not Python start-up.
+# validate never imports torch, even when it reads the data and looks for the model (SPEC §2). Its
+# time is printed for whoever reads the probe, not asserted: speed belongs in benchmarks/.
 PROBE = """
 import json, sys, time
 started = time.perf_counter()

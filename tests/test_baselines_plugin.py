@@ -207,3 +207,21 @@ def test_importing_the_plugin_stays_cheap():
     code = "import sys, stancerun_baselines; print(sorted(m for m in ('sklearn', 'scipy', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- embedding probe ------------------------------------------------------------------------
+def test_embedding_probe_learns_from_frozen_embeddings_and_round_trips(tiny_bert, tmp_path):
+    """Through sentence-transformers on the tiny model (mean pooling: it has no pooling config)."""
+    train = toy(90, seed=10, targets=("tax", ODD_TARGET))
+    probe = fitted("embedding_probe", train, model=str(tiny_bert), C=100.0)
+    scores = probe.predict(train)
+    assert scores.shape == (90, 3) and scores.dtype == np.float32
+    assert np.allclose(np.exp(scores).sum(axis=1), 1, atol=1e-4)  # log-probabilities
+    assert (scores.argmax(1) == np.asarray(train.labels)).mean() > 0.6  # the words tell the label
+    assert set(probe.targets) == {"tax", ODD_TARGET}
+    probe.save(tmp_path / "probe")
+    assert sorted(p.name for p in (tmp_path / "probe").iterdir()) == ["baseline.json", "probe.safetensors"]
+    fresh = baselines.embedding_probe(model=str(tiny_bert), C=100.0)
+    fresh.restore(tmp_path / "probe", LABELS)
+    test = toy(12, seed=11, targets=("tax", "never seen"))
+    assert np.allclose(fresh.predict(test), probe.predict(test), atol=1e-5)

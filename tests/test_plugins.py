@@ -168,3 +168,48 @@ def test_invalid_registration_is_a_usage_error():
     module.stancerun_register_metrics = stancerun_register_metrics
     with pytest.raises(UsageError, match="not callable"):
         build_registry([("bad", module, "bad-dist", "1")])
+
+
+def test_a_third_party_baseline_is_scored_and_stacked_like_a_builtin(install, monkeypatch, tmp_path):
+    """The docs/plugins.md example: a label-prior baseline from its own distribution."""
+    import json as jsonlib
+
+    import numpy as np
+
+    module = types.ModuleType("prior_stance")
+
+    class Prior:
+        def fit(self, train, labels):
+            counts = np.bincount(train.labels, minlength=len(labels)) + 1.0
+            self.scores = np.log(counts / counts.sum())
+
+        def predict(self, examples):
+            return np.tile(self.scores, (len(examples), 1)).astype(np.float32)
+
+        def save(self, directory):
+            (directory / "prior.json").write_text(jsonlib.dumps(self.scores.tolist()))
+
+        def restore(self, directory, labels):
+            self.scores = np.asarray(jsonlib.loads((directory / "prior.json").read_text()))
+
+    @stancerun.hookimpl
+    def stancerun_register_baselines(register):
+        register("prior", lambda: Prior())
+
+    module.stancerun_register_baselines = stancerun_register_baselines
+    monkeypatch.setenv(plugins.ALLOW_ENV, "prior-stance")
+    install(FakeDistribution("prior-stance", "0.1", {"prior": "prior_stance"}), modules={"prior_stance": module})
+    registry = get_registry()
+    assert registry.get("baselines", "prior").plugin == "prior"
+    (tmp_path / "t.csv").write_text("text,label\n" + "".join(f"t{i},{'xy'[i % 3 == 0]}\n" for i in range(30)))
+    path = tmp_path / "e.toml"
+    path.write_text('[data]\nuse = "csv"\ntrain = "t.csv"\n[evaluation]\nbaselines = ["majority", "prior"]\n'
+                    '[ensemble]\nstack = ["prior"]\n')
+    config = load_experiment(path, registry=registry).config
+    assert config["evaluation"]["baselines"] == ["majority", "prior"] and config["ensemble"]["stack"] == ["prior"]
+    from stancerun import baselines
+    from stancerun.datasets import Examples
+
+    fitted = baselines.fit(registry, config["evaluation"]["baselines"], Examples(["a", "b", "c"], [0, 0, 1]), ["x", "y"])
+    scores = baselines.score_all(fitted, {"validation": Examples(["d"], [0])}, 2)["validation"]
+    assert set(scores) == {"majority", "prior"} and scores["prior"].argmax() == 0
