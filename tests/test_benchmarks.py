@@ -37,7 +37,7 @@ def test_prediction_contenders_give_stancerun_s_labels(tmp_path, tiny_bert, stan
     assert [r[key] for r in rows] == [r["prediction"] for r in saved]
 
 
-@pytest.mark.parametrize("script", ["throughput", "memory", "gpu_bf16", "predict_contenders"])
+@pytest.mark.parametrize("script", ["throughput", "memory", "gpu_bf16", "predict_contenders", "stance_recipe"])
 def test_benchmark_scripts_start(script):
     done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), "--help"], capture_output=True, text=True,
                           timeout=120)
@@ -56,3 +56,26 @@ def test_prediction_ratios_and_agreement():
     exact = [{"label": "a", "probabilities": {"a": 0.6, "b": 0.4}}, {"label": "b", "probabilities": {"a": 0.49, "b": 0.51}}]
     other = [{"label": "a", "probabilities": {"a": 0.59, "b": 0.41}}, {"label": "a", "probabilities": {"a": 0.5, "b": 0.5}}]
     assert throughput.agreement(exact, other) == {"label_agreement_with_float32": 0.5, "max_probability_difference": 0.01}
+
+
+def test_the_recipe_ablation_rebuilds_the_run_s_own_stack(tmp_path, tiny_bert, stance_data):
+    """docs/results.md's rows come from stance_recipe.analyse: its recipe row must be the run's shipped model,
+    and every other row must be fitted on validation alone."""
+    extra = f"""[evaluation]
+headline = "f1_macro"
+bootstrap_resamples = 50
+plots = false
+baselines = ["majority", "ngram_svm", {{use = "embedding_probe", model = "{tiny_bert}", C = 10.0}}]
+
+[ensemble]
+stack = ["ngram_svm", "embedding_probe"]
+"""
+    run = train(tmp_path, tiny_bert, extra=extra, data='text_pair_column = "target"')
+    recipe = load_script("stance_recipe")
+    found = recipe.analyse(run)  # asserts that its rebuilt recipe row equals the run's test figures
+    results = json.loads((run / "results.json").read_text())
+    assert found["rows"][recipe.RECIPE]["test"]["f1_macro"]["value"] == pytest.approx(results["test"]["f1_macro"])
+    assert set(found["rows"]) == {"fine-tuned alone", *(name for name, _, _ in recipe.VARIANTS),
+                                  "baseline: majority", "baseline: ngram_svm", "baseline: embedding_probe"}
+    assert all(row["validation_cv"] for name, row in found["rows"].items() if not name.startswith("baseline"))
+    assert "| fine-tuned alone |" in recipe.table(found)
