@@ -84,8 +84,8 @@ def stack_folding(info: dict, run_dir: Path, fine_tuned_only: bool) -> tuple[flo
         return 1.0, None
     if entry["members"]:
         raise UsageError(f"{run_dir} ships the fine-tuned model stacked with {', '.join(entry['members'])}: a single "
-                         "transformers model cannot hold the baselines' n-gram features. `stancerun predict` uses the "
-                         "whole stack; add --fine-tuned-only to export the transformer alone (the report's "
+                         "transformers model cannot hold the stacked baselines. `stancerun predict` uses the whole "
+                         "stack; add --fine-tuned-only to export the transformer alone (the report's "
                          "\"fine-tuned alone\" row)")
     return entry["weights"][0], [b + o for b, o in zip(entry["bias"], entry["offsets"])]
 
