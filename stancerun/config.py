@@ -18,25 +18,11 @@ from typing import Any, Literal
 
 from stancerun import sweepplan, tomlio
 from stancerun.datasets import read_text
-from stancerun.errors import (
-    SET_ORIGIN,
-    ConfigError,
-    Problem,
-    UsageError,
-    did_you_mean,
-    show_file,
-)
+from stancerun.errors import SET_ORIGIN, ConfigError, Problem, UsageError, did_you_mean, show_file
 from stancerun.options import Invalid, check, describe, to_plain
 from stancerun.registry import NOUNS, Registry
-from stancerun.schema import (
-    COMPONENT_SECTIONS,
-    CORE_OPTIONS,
-    EnsembleConfig,
-    EvaluationConfig,
-    TopLevel,
-    TrainingConfig,
-    baseline_rows,
-)
+from stancerun.schema import (COMPONENT_SECTIONS, CORE_OPTIONS, EnsembleConfig, EvaluationConfig, TopLevel, TrainingConfig,
+                              baseline_rows)
 
 KeyPath = tuple  # of str (table keys) and int (list positions)
 
