@@ -198,10 +198,10 @@ def save_model(components, model, state_dict: dict | None, target: Path, info: d
     model's plugin), the tokenizer, and stancerun.json (labels, columns, the plugins that rebuild it).
     ``state_dict`` is the full set of weights gathered from every process; ``shipped``, an
     :class:`stancerun.ensemble.Shipped` whose members are saved beside the weights."""
-    from stancerun.contracts import keeps_own_weights
+    from stancerun.contracts import saves_itself
 
     def fill(tmp: Path):
-        if keeps_own_weights(components.adapter):
+        if saves_itself(components.adapter):
             components.adapter.save(model, tmp, state_dict=state_dict)
             components.model_component.save(components.loaded, tmp)
         else:

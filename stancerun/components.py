@@ -93,7 +93,7 @@ def saved_info(components: Components, experiment: Experiment) -> dict:
         "base_model": loaded.source,
         "adapter": config["adapter"]["use"],
         # Who wrote the weights: the adapter (its own, over a freshly loaded base) or the model (whole).
-        "weights": "adapter" if contracts.keeps_own_weights(components.adapter) else "model",
+        "weights": "adapter" if contracts.saves_itself(components.adapter) else "model",
         "text_column": cols.text,
         "text_pair_column": cols.pair,
         "label_column": cols.label,

@@ -146,8 +146,10 @@ class Adapter(Protocol):
     def apply(self, loaded: LoadedModel) -> Any: ...
 
 
-def keeps_own_weights(adapter) -> bool:
-    return callable(getattr(adapter, "save", None)) and callable(getattr(adapter, "restore", None))
+def saves_itself(obj) -> bool:
+    """The optional pair ``save``/``restore``, present together: an adapter that keeps its own
+    weights, a baseline that can be stacked and shipped inside a model."""
+    return callable(getattr(obj, "save", None)) and callable(getattr(obj, "restore", None))
 
 
 # -- metrics and callbacks -----------------------------------------------------------------
@@ -227,4 +229,4 @@ def conforms(kind: str, obj) -> list[str]:
 
 
 __all__ = ["Adapter", "Baseline", "Callback", "Columns", "Dataset", "Examples", "LoadedModel", "Metric", "Model", "Splits",
-           "Tokenizer", "columns", "conforms", "keeps_own_weights"]
+           "Tokenizer", "columns", "conforms", "saves_itself"]

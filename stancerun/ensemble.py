@@ -23,9 +23,10 @@ OFFSETS = np.round(np.arange(-1.5, 1.5001, 0.1), 2)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    """Row-wise, in float64 (scipy's)."""
+    from scipy.special import log_softmax as rows
+
+    return rows(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 @dataclass
@@ -157,7 +158,3 @@ def restore(info: dict, model_dir: Path, registry) -> Shipped | None:
         member.restore(Path(model_dir) / entry.get("directory", DIRECTORY) / str(position), list(info["labels"]))
         members.append(member)
     return Shipped(stack, members, entry["records"])
-
-
-def stackable(baseline) -> bool:
-    return callable(getattr(baseline, "save", None)) and callable(getattr(baseline, "restore", None))

@@ -32,11 +32,11 @@ def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
 
     stacked = config.get("ensemble", {}).get("stack", [])
     if stacked:
-        from stancerun.ensemble import stackable
+        from stancerun.contracts import saves_itself
 
         rows = baseline_rows(config["evaluation"]["baselines"])
         for i, name in enumerate(stacked):
-            if not stackable(build(registry, "baselines", rows[name])):
+            if not saves_itself(build(registry, "baselines", rows[name])):
                 add(f"ensemble.stack[{i}]", [f"baseline '{name}' cannot be stacked: it has no save()/restore() to ship "
                                              "inside the model (see stancerun.contracts.Baseline)"])
 

@@ -61,6 +61,25 @@ def _read_index(directory: Path, kind: str, labels: list[str]) -> dict:
     return index
 
 
+def _margins(features, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """A linear model's N x classes margins (two columns for two classes, where scikit-learn keeps one)."""
+    margins = np.asarray(features @ coef.T) + intercept
+    return np.hstack([-margins, margins]) if coef.shape[0] == 1 else margins
+
+
+def _log_probs(margins: np.ndarray, classes: np.ndarray, n_labels: int) -> np.ndarray:
+    """A logistic regression's log-probabilities over every label: a label it never saw gets
+    ABSENT_LOG_PROB; a single training class (no margins) scores 0."""
+    from scipy.special import log_expit, log_softmax
+
+    scores = np.full((len(margins), n_labels), ABSENT_LOG_PROB, dtype=np.float32)
+    if len(classes) == 1:
+        scores[:, classes] = 0.0
+    elif len(margins):
+        scores[:, classes] = log_expit(margins) if len(classes) == 2 else log_softmax(margins, axis=1)
+    return scores
+
+
 def _unfitted(name: str):
     return RuntimeError(f"baseline {name!r}: call fit or restore before predict or save")
 
@@ -110,11 +129,7 @@ class _Linear:
         """N x len(classes) margins in ``classes`` order (N x 0 with a single class)."""
         if self.coef is None:
             return np.zeros((len(texts), 0))
-        features = self._stack([v.transform(texts) for v in self.vectorizers])
-        margins = np.asarray(features @ self.coef.T) + self.intercept
-        if len(self.classes) == 2:  # one column: the margin of classes[1]
-            margins = np.hstack([-margins, margins])
-        return margins
+        return _margins(self._stack([v.transform(texts) for v in self.vectorizers]), self.coef, self.intercept)
 
     def save(self, directory: Path, stem: str) -> dict:
         from safetensors.numpy import save_file
@@ -216,22 +231,10 @@ class Tfidf:
         self.model.fit(_joined(train), train.labels, estimator)
 
     def predict(self, examples) -> np.ndarray:
-        from scipy.special import log_expit, log_softmax
-
         if self.model is None:
             raise _unfitted("tfidf")
-        scores = np.full((len(examples), len(self.labels)), ABSENT_LOG_PROB, dtype=np.float32)
-        classes = self.model.classes
-        if len(classes) == 1:
-            scores[:, classes] = 0.0
-        elif len(examples):
-            margins = self.model.decision(_joined(examples))
-            if len(classes) == 2:  # logistic regression's two-class probabilities
-                log_probs = log_expit(margins)
-            else:
-                log_probs = log_softmax(margins, axis=1)
-            scores[:, classes] = log_probs
-        return scores
+        margins = self.model.decision(_joined(examples)) if len(examples) else np.zeros((0, 0))
+        return _log_probs(margins, self.model.classes, len(self.labels))
 
     def save(self, directory: Path) -> None:
         if self.model is None:
@@ -345,19 +348,8 @@ class _Logistic:
         self.intercept = np.ascontiguousarray(model.intercept_, dtype=np.float64)
 
     def log_probs(self, features: np.ndarray, n_labels: int) -> np.ndarray:
-        from scipy.special import log_expit, log_softmax
-
-        scores = np.full((len(features), n_labels), ABSENT_LOG_PROB, dtype=np.float32)
-        if self.coef is None:
-            scores[:, self.classes] = 0.0
-            return scores
-        margins = features @ self.coef.T + self.intercept
-        if len(self.classes) == 2:
-            margins = np.hstack([-margins, margins])
-            scores[:, self.classes] = log_expit(margins)
-        else:
-            scores[:, self.classes] = log_softmax(margins, axis=1)
-        return scores
+        margins = np.zeros((len(features), 0)) if self.coef is None else _margins(features, self.coef, self.intercept)
+        return _log_probs(margins, self.classes, n_labels)
 
     def tensors(self, prefix: str) -> dict:
         found = {f"{prefix}.classes": self.classes.astype(np.int64)}
