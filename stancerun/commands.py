@@ -20,6 +20,10 @@ def load_checked(args):
             preflight.check(child, get_registry())
     else:
         preflight.check(experiment, get_registry())
+    if experiment.evaluation.learning_curve:
+        from stancerun import curve
+
+        curve.check(experiment, get_registry())  # a size the data cannot supply, before anything trains
     return experiment
 
 
@@ -56,6 +60,7 @@ def plugins(args) -> int:
 
 
 def run(args) -> int:
+    from stancerun.curve import run_curve
     from stancerun.repeats import run_repeated
     from stancerun.runner import run_experiment
 
@@ -67,6 +72,8 @@ def run(args) -> int:
         run_sweep(experiment, output_dir=args.output_dir)
     elif (evaluation.cv_folds or evaluation.seeds) and not args.dry_run:
         run_repeated(experiment, output_dir=args.output_dir)
+    elif evaluation.learning_curve and not args.dry_run:
+        run_curve(experiment, output_dir=args.output_dir)
     else:
         run_experiment(experiment, output_dir=args.output_dir, dry_run=args.dry_run)
     return 0
@@ -145,7 +152,7 @@ def export(args) -> int:
     from stancerun.export import export as export_model
 
     out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge, args.fine_tuned_only)
-    Console().print(f"[bold green]exported:[/] {out}  (transformers.pipeline(\"text-classification\", model=\"{out}\"))")
+    Console().print(f"[bold green]exported:[/] {out}  (how to load it: the \"Use\" section of {out / 'README.md'})")
     return 0
 
 

@@ -7,7 +7,8 @@ name, class or module of a built-in plugin is known outside ``plugins/``.
     kind       factory returns          the core calls
     datasets   Dataset                  load(); read(path, labels) for `evaluate --data`
     models     Model                    load(labels), save(...), restore(...), rebuild_options()
-    adapters   Adapter                  apply(loaded); save(...)/restore(...) when it keeps its own weights
+    adapters   Adapter                  apply(loaded); save(...)/restore(...) when it keeps its own weights;
+                                        prepare(model, train, labels, device): a phase before the loop
     metrics    Metric                   metric(pred) -> dict[str, float]
     callbacks  Callback                 on_*(run, ...), state_dict()/load_state_dict(state)
     baselines  Baseline                 fit(train, labels), predict(examples); save/restore to be stacked
@@ -111,8 +112,10 @@ class Model(Protocol):
       ``model/stancerun.json`` and passed back to the factory by predict, evaluate and export.
 
     Optional:
-      ``export(loaded, model, directory)``: a standalone transformers model for
-        ``stancerun export``; without it export says this model cannot be exported.
+      ``export(loaded, model, directory)``: a standalone model for ``stancerun export``; without it
+        export says this model cannot be exported.
+      ``export_usage(pair_column) -> str``: Python code that loads the exported folder ("PATH")
+        and classifies with it, for the model card; without it, the transformers pipeline's.
       ``check() -> list[str]``: why the model could not be loaded (not found, incomplete), found
         without loading it or importing torch; ``validate`` and ``run`` call it first.
     """
@@ -141,6 +144,12 @@ class Adapter(Protocol):
       ``restore(loaded, directory) -> module``: the trained model for inference, from the
         freshly loaded base and what ``save`` wrote; folded into the base architecture where
         possible, so that export can save it as a plain model.
+
+    Optional: ``prepare(model, train, labels, device)``: a phase of the adapter's own before the
+      training loop (the contrastive phase of few-shot training) on the training
+      :class:`Examples`, given the module ``apply`` returned and the device to move it to; the
+      loop then trains that module as usual. Called once per run, on every process, after the
+      seed is set; not again on resume (a checkpoint holds what the phase made).
     """
 
     def apply(self, loaded: LoadedModel) -> Any: ...

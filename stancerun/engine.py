@@ -368,6 +368,13 @@ class Trainer:
         acc, t = self.accelerator, self.training
         train_loader, train_batches = self.loaders()
         model = self.c.model
+        prepare, prepared_s = getattr(self.c.adapter, "prepare", None), 0.0
+        if callable(prepare) and resume_from is None:  # a checkpoint already holds what the phase made
+            self.reporter.console.print(f"[bold]adapter '{self.experiment.config['adapter']['use']}':[/] "
+                                        "its own phase before the loop")
+            prepared_s = time.perf_counter()
+            prepare(model, self.c.splits.train, self.c.splits.labels, acc.device)
+            prepared_s = time.perf_counter() - prepared_s
         optimizer = make_optimizer(model, t)
         _, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
         # The scheduler is stepped by us once per optimizer update, so it is not prepared
@@ -393,7 +400,8 @@ class Trainer:
         self.callback("on_train_begin")
         model.train()
         loop.position.running_loss = torch.full((), loop.position.running_loss, device=acc.device)
-        loop.started = time.perf_counter() - loop.position.elapsed
+        # Training time counts the adapter's own phase too (it is training).
+        loop.started = time.perf_counter() - loop.position.elapsed - prepared_s
         loop.progress = self.reporter.progress(total_steps)
         loop.progress.update(self.run.global_step)
         if loop.skip == 0:

@@ -1,5 +1,6 @@
-"""`stancerun export RUN_DIR OUT_DIR [--merge]`: a standalone transformers model that
-`pipeline("text-classification", model=OUT_DIR)` loads offline, with a model card."""
+"""`stancerun export RUN_DIR OUT_DIR [--merge]`: a standalone model that loads offline with no
+stancerun code (for transformers models: `pipeline("text-classification", model=OUT_DIR)`),
+with a model card that says how to use it."""
 
 from __future__ import annotations
 
@@ -43,13 +44,14 @@ def fold_scores(model, num_labels: int, temperature: float, scale: float = 1.0, 
         layer.bias.div_(temperature)
 
 
-def model_card(run_dir: Path, info: dict, merged: bool) -> str:
+def model_card(run_dir: Path, info: dict, merged: bool, usage: str) -> str:
     config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     environment = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
     final, intervals = results["final"], results.get("intervals", {}).get("final", {})
+    library = "sentence-transformers" if "SentenceTransformer(" in usage else "transformers"
     lines = [
-        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [stancerun, stance]", "---", "",
+        "---", f"library_name: {library}", "pipeline_tag: text-classification", "tags: [stancerun, stance]", "---", "",
         f"# {config['name']}", "",
         config.get("description") or "A text classifier fine-tuned with stancerun.", "",
         f"- base model: `{info['base_model']}`; adapter: `{info['adapter']}`" + (" (merged into the weights)" if merged else ""),
@@ -69,11 +71,22 @@ def model_card(run_dir: Path, info: dict, merged: bool) -> str:
     lines += ["", "## Data", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| `{Path(path).name}` | `{digest}` |" for path, digest in environment.get("data_files", {}).items()]
     lines += ["", "## Experiment", "", "```toml", tomlio.dumps(config).rstrip(), "```", "",
-              "## Use", "", "```python", "from transformers import pipeline", "",
-              "classify = pipeline(\"text-classification\", model=\"PATH\", top_k=None)",
-              "print(classify(\"...\"))" if not info.get("text_pair_column") else
-              "print(classify({\"text\": \"TARGET\", \"text_pair\": \"TEXT\"}))", "```", ""]
+              "## Use", "", "```python", usage.rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def pipeline_usage(pair_column: str | None) -> str:
+    """How a transformers model exported by ``stancerun export`` is used (PATH: its folder)."""
+    call = 'classify({"text": "TARGET", "text_pair": "TEXT"})' if pair_column else 'classify("...")'
+    return ("from transformers import pipeline\n\n"
+            'classify = pipeline("text-classification", model="PATH", top_k=None)\n'
+            f"print({call})\n")
+
+
+def usage(component, pair_column: str | None) -> str:
+    """The model's own ``export_usage`` (stancerun.contracts.Model), else the transformers pipeline."""
+    own = getattr(component, "export_usage", None)
+    return own(pair_column) if callable(own) else pipeline_usage(pair_column)
 
 
 def stack_folding(info: dict, run_dir: Path, fine_tuned_only: bool) -> tuple[float, list | None]:
@@ -112,10 +125,11 @@ def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = Fa
     # The temperature was fitted on the shipped scores; the transformer alone exports uncalibrated.
     temperature = 1.0 if fine_tuned_only and info.get("ensemble") else info.get("temperature", 1.0)
     fold_scores(saved.model, len(info["labels"]), temperature, scale, shift)
+    how = usage(saved.component, info.get("text_pair_column"))
 
     def fill(tmp: Path):
         write(saved.loaded, saved.model, tmp)
-        artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter))
+        artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter, how))
         exported = {k: v for k, v in info.items() if k != "ensemble"}  # folded in, or left out on request
         artifacts.write_json(tmp / artifacts.MODEL_INFO, {**exported, "temperature": 1.0, "weights": "model",
                                                           "exported_from": str(run_dir)})

@@ -1,5 +1,5 @@
-"""The pictures in report.md: loss curves, the confusion matrix, the reliability diagram.
-matplotlib with the Agg backend (no display); each figure is written atomically as PNG."""
+"""The pictures in report.md: loss curves, the confusion matrix, the reliability diagram, the
+learning curve. matplotlib with the Agg backend (no display); each figure is written atomically as PNG."""
 
 from __future__ import annotations
 
@@ -77,4 +77,31 @@ def reliability(curves: dict, path: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", fontsize="small")
     ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def learning_curve(sizes: list[int], series: dict[str, list[dict]], metric: str, path: Path,
+                   confidence: float = 0.95) -> None:
+    """The headline metric against labelled examples per class (log2 axis): one line per
+    contender, ``series``: name -> one stats.aggregate dict per size, drawn as the mean with
+    its interval as error bars (none where a single repeat gives no interval)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = np.asarray(sizes, dtype=float)
+    # Each line is nudged sideways a little (in log2 units) so overlapping error bars stay readable.
+    nudges = np.linspace(-0.06, 0.06, len(series)) if len(series) > 1 else [0.0]
+    for (name, points), nudge in zip(series.items(), nudges):
+        mean = np.array([p["mean"] for p in points])
+        low = np.nan_to_num(mean - np.array([p["low"] for p in points]))
+        high = np.nan_to_num(np.array([p["high"] for p in points]) - mean)
+        ax.errorbar(x * 2.0 ** nudge, mean, yerr=[low, high], marker="o", capsize=3,
+                    linewidth=2.2 if name == "model" else 1.2, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled examples per class")
+    ax.set_ylabel(metric)
+    ax.set_title(f"mean over the repeats, bars: {confidence:.0%} interval", fontsize="small")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     _save(fig, path)

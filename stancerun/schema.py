@@ -125,6 +125,10 @@ class EvaluationConfig:
     confidence: Annotated[float, Range(gt=0, lt=1)] = 0.95
     cv_folds: Annotated[int, NonNegative] = 0  # K >= 2: stratified K-fold cross-validation over the training data
     seeds: list[int] = field(default_factory=list)  # repeat the run once per seed
+    # Examples per class, e.g. [8, 16, 32, 64]: one run per size and repeat on stratified draws
+    # (stancerun.curve), scored against the number of labelled examples.
+    learning_curve: list[Annotated[int, AtLeastOne]] = field(default_factory=list)
+    repeats: Annotated[int, AtLeastOne] = 5  # draws per learning-curve size
     calibrate: bool = False  # fit a temperature on the validation split; predict applies it
     plots: bool = True  # PNG figures in the run directory, linked from report.md
 
@@ -138,6 +142,13 @@ class EvaluationConfig:
             found.append(("seeds", "use either cv_folds or seeds, not both"))
         if len(set(self.seeds)) != len(self.seeds):
             found.append(("seeds", "seeds repeat"))
+        sizes = self.learning_curve
+        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+            found.append(("learning_curve", f"expected sizes in increasing order, each once (e.g. [8, 16, 32, 64]), "
+                                            f"got {sizes}"))
+        if sizes and (self.cv_folds or self.seeds):
+            found.append(("learning_curve", "use either learning_curve or cv_folds/seeds, not both (a learning curve "
+                                            "already repeats each size: see repeats)"))
         return found
 
 
