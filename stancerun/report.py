@@ -49,7 +49,9 @@ def small_eval_warning(n: int) -> str | None:
     if n >= SMALL_EVAL:
         return None
     return (f"only {n} evaluation example(s): one example moves accuracy by {100 / max(n, 1):.0f} points, "
-            "so these scores cannot tell learning from luck")
+            f"so these scores cannot tell learning from luck ({n} example(s) decide nothing). What a method does "
+            "with few labels is measured by a learning curve over many draws (evaluation.learning_curve): "
+            "`stancerun experiments/fewshot_curve.toml` runs one on the demo data (figures in docs/results.md)")
 
 
 @dataclass
