@@ -71,8 +71,8 @@ TIMES = {"wall_s": "the whole run: loading the model, training, scoring the scor
          "train_s": {"probe": "encoding the two draws and fitting one logistic regression per C",
                      "setfit": "setfit.Trainer.train()",
                      "stancerun": "results.json train.runtime_s: stancerun's training loop with its per-epoch "
-                                  "evaluations and checkpoints; not an adapter's own phase before the loop (the "
-                                  "few-shot recipe's contrastive steps), which only wall_s includes"}}
+                                  "evaluations and checkpoints, and an adapter's own phase before the loop (the "
+                                  "few-shot recipe's contrastive steps)"}}
 #: full and lora as a careful user would run them few-shot: 20 epochs, the best epoch by macro-F1 on the
 #: validation draw (save_total_limit only bounds the disk: the best checkpoint is always kept).
 TRAINED = {"num_train_epochs": 20, "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1,
