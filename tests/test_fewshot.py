@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import stance_rows, write_csv
+
 from stancerun.cli import main
 from stancerun.config import load_experiment
 from stancerun.runner import run_experiment
