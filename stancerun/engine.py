@@ -372,9 +372,9 @@ class Trainer:
         if callable(prepare) and resume_from is None:  # a checkpoint already holds what the phase made
             self.reporter.console.print(f"[bold]adapter '{self.experiment.config['adapter']['use']}':[/] "
                                         "its own phase before the loop")
-            prepared_s = time.perf_counter()
+            began = time.perf_counter()
             prepare(model, self.c.splits.train, self.c.splits.labels, acc.device)
-            prepared_s = time.perf_counter() - prepared_s
+            prepared_s = time.perf_counter() - began
         optimizer = make_optimizer(model, t)
         _, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
         # The scheduler is stepped by us once per optimizer update, so it is not prepared

@@ -100,18 +100,14 @@ class SentenceModel:
         return {"name": resolve_model(self.name), "max_length": self.max_length, "pair_format": self.pair_format}
 
     def check(self) -> list[str]:
-        from stancerun_hf import hub_problems, resolve_model
+        from stancerun_hf import model_problems
 
-        source = resolve_model(self.name)
-        if Path(source).is_dir():
-            if not (Path(source) / "config.json").is_file():
-                return [f"model '{self.name}': folder {source} has no config.json (not a transformers model folder)"]
-            return []
-        return hub_problems(self.name, None)
+        return model_problems(self.name, None)
 
     def _loaded(self, encoder, classifier_module, source: str) -> LoadedModel:
-        encoder.max_seq_length = self.max_length
-        max_length = min(self.max_length, encoder.max_seq_length or self.max_length)
+        from stancerun_hf import capped_length
+
+        encoder.max_seq_length = max_length = capped_length(encoder.tokenizer, self.max_length)
         return LoadedModel(classifier_module, PairJoiningTokenizer(encoder.tokenizer, self.pair_format), max_length,
                            source, ["classifier"])
 

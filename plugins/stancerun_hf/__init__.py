@@ -77,6 +77,24 @@ def hub_problems(name: str, revision: str | None) -> list[str]:
     return []
 
 
+def model_problems(name: str, revision: str | None) -> list[str]:
+    """Whether a model can be loaded, without loading it (no torch): a folder with a config,
+    a packaged model, or a hub id that is in the Hugging Face cache (offline) or on the hub."""
+    source = resolve_model(name)
+    if Path(source).is_dir():
+        if not (Path(source) / "config.json").is_file():
+            return [f"model '{name}': folder {source} has no config.json (not a transformers model folder)"]
+        return []
+    return hub_problems(name, revision)
+
+
+def capped_length(tokenizer, max_length: int) -> int:
+    """``max_length``, capped at the tokenizer's ``model_max_length`` (transformers writes a huge
+    sentinel there when the model sets none)."""
+    limit = getattr(tokenizer, "model_max_length", None) or max_length
+    return min(max_length, limit if limit < 1_000_000 else max_length)
+
+
 @contextlib.contextmanager
 def quiet_loading():
     """Silence transformers' per-load progress bars and notices, and peft's deprecation
@@ -114,14 +132,7 @@ class HFModel:
                 "attn_implementation": self.attn_implementation}
 
     def check(self) -> list[str]:
-        """Whether the model can be loaded, without loading it (no torch): a folder with a config,
-        a packaged model, or a hub id that is in the Hugging Face cache (offline) or on the hub."""
-        source = resolve_model(self.name)
-        if Path(source).is_dir():
-            if not (Path(source) / "config.json").is_file():
-                return [f"model '{self.name}': folder {source} has no config.json (not a transformers model folder)"]
-            return []
-        return hub_problems(self.name, self.revision)
+        return model_problems(self.name, self.revision)
 
     def load(self, labels: list[str]) -> LoadedModel:
         return self._from(resolve_model(self.name), labels, self.revision)
@@ -146,9 +157,7 @@ class HFModel:
                 **kwargs,
             )
         new_modules = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", ())})
-        limit = getattr(tokenizer, "model_max_length", None) or self.max_length
-        max_length = min(self.max_length, limit if limit < 1_000_000 else self.max_length)
-        return LoadedModel(model, tokenizer, max_length, source, new_modules)
+        return LoadedModel(model, tokenizer, capped_length(tokenizer, self.max_length), source, new_modules)
 
     def save(self, loaded: LoadedModel, directory: Path, model=None, state_dict=None) -> None:
         loaded.tokenizer.save_pretrained(directory)
