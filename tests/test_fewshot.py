@@ -144,6 +144,15 @@ def test_the_contrastive_phase_trains_the_encoder_and_fits_the_head(tmp_path, ti
         logits = model(**model_inputs(Collator(encoded, 0)(list(range(len(train)))))).logits
     # The head is the logistic regression fitted on the training embeddings: it fits them.
     assert (logits.argmax(-1).numpy() == np.array(train.labels)).mean() >= 0.8
+    # ... and it is scikit-learn's own, with head_C weighing the mean loss: C = head_C / examples.
+    from sklearn.linear_model import LogisticRegression
+
+    with torch.no_grad():
+        features = model.embed(**model_inputs(Collator(encoded, 0)(list(range(len(train)))))).double().numpy()
+    reference = LogisticRegression(C=components.adapter.head_C / len(train), max_iter=2000).fit(features, train.labels)
+    assert len(reference.classes_) == 3
+    np.testing.assert_allclose(model.classifier.weight.detach().double().numpy(), reference.coef_, atol=1e-4)
+    np.testing.assert_allclose(model.classifier.bias.detach().double().numpy(), reference.intercept_, atol=1e-4)
 
 
 def test_pairs_are_read_as_one_sentence(tiny_bert):

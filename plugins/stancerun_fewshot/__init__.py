@@ -248,7 +248,9 @@ class Contrastive:
             features = torch.cat([model.embed(**batch(list(range(i, min(i + 64, len(labels))))))
                                   for i in range(0, len(labels), 64)]).cpu().numpy().astype(np.float64)
         classes = np.unique(labels)
-        head = LogisticRegression(C=self.head_C, max_iter=2000).fit(features, labels)
+        # scikit-learn's C weighs the summed loss, so a fixed C regularises less as examples are added;
+        # head_C weighs the mean loss, so one value means the same at 8 or 64 per class (docs/results.md).
+        head = LogisticRegression(C=self.head_C / len(labels), max_iter=2000).fit(features, labels)
         weight = np.zeros((model.classifier.out_features, features.shape[1]))
         bias = np.full(model.classifier.out_features, -10.0)  # a label absent from training is never predicted
         if len(classes) == 2:  # scikit-learn keeps one row for two classes: the margin of the second
@@ -264,10 +266,11 @@ class Contrastive:
 
 def contrastive(*, steps: Annotated[int, Range(ge=0)] = 20, batch_size: Annotated[int, Range(ge=2)] = 32,
                 learning_rate: Annotated[float, Range(gt=0)] = 2e-5, temperature: Annotated[float, Range(gt=0)] = 0.1,
-                head_C: Annotated[float, Range(gt=0)] = 10.0):
+                head_C: Annotated[float, Range(gt=0)] = 500.0):
     """SetFit-style few-shot training: ``steps`` contrastive steps on the encoder, each on
     ``batch_size`` training examples (every pair among them, two dropout views each), then the
-    head fitted by logistic regression (``head_C``: inverse regularisation), then the loop."""
+    head fitted by logistic regression (``head_C``: inverse L2 regularisation of the mean log-loss,
+    scikit-learn's ``C`` times the number of training examples), then the loop."""
     return Contrastive(steps, batch_size, learning_rate, temperature, head_C)
 
 
