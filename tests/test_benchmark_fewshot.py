@@ -147,3 +147,28 @@ def test_script_starts():
     done = subprocess.run([sys.executable, str(BENCHMARKS / "fewshot.py"), "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "usage:" in done.stdout and "--test-limit" in done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def validation_lab(fewshot):
+    spec = importlib.util.spec_from_file_location("benchmarks_fewshot_validation", BENCHMARKS / "fewshot_validation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_validation_lab_scores_on_rows_no_draw_holds(validation_lab, tmp_path, monkeypatch):
+    from stancerun.datasets import Examples
+
+    pool = Examples(["a", "b", "c", "a", "d"], [0, 1, 0, 1, 2], ["x", "x", "x", "y", "x"])
+    train, validation = pool.subset([0]), pool.subset([2])
+    left = validation_lab.left_over(pool, train, validation)
+    assert list(zip(left.texts, left.pairs)) == [("b", "x"), ("a", "y"), ("d", "x")]  # ("a", "y") is another row
+
+    monkeypatch.setattr(validation_lab, "RESULTS", tmp_path / "runs.jsonl")
+    rows = [{"data": "demo", "k": 8, "draw": d, "variant": v, "f1_macro": s}
+            for v, scores in {"recipe": [0.5, 0.7], "sep": [0.6, 0.9]}.items() for d, s in enumerate(scores)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = validation_lab.summary()
+    assert "| demo | 8 | sep | 2 | 75.0 | +15.0 (n=2) |" in table
+    assert "| demo | 8 | recipe | 2 | 60.0 |  |" in table

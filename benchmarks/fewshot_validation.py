@@ -1,0 +1,141 @@
+"""Choosing the few-shot recipe on validation data only: variants of experiments/recipes/fewshot.toml
+and the contenders of benchmarks/fewshot.py on draws that never touch a test split.
+
+    python benchmarks/fewshot_validation.py --data tweeteval demo --sizes 16 --draws 3 --variants recipe head_C_100 setfit
+    python benchmarks/fewshot_validation.py --summary-only
+
+- tweeteval: draws from train.csv, scored on validation.csv (test.csv is never read);
+- demo: draws from the benchmark's pool half of policy_stance.csv, scored on the pool rows the draw left
+  (the benchmark's scoring half is never read).
+
+Draw d at size k uses seed 777000 + 1000 k + d, so these draws differ from the benchmark's. A variant is
+the recipe with a few keys changed (VARIANTS); "probe", "setfit" and "full" are the benchmark's
+contenders. Each finished run is appended to benchmarks/results/fewshot_validation.runs.jsonl, keyed by
+data, k, draw, variant and the recipe's content, so a rerun only runs what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fewshot as bench  # noqa: E402  (the benchmark's data, draws and contenders)
+
+#: The recipe with these keys changed (merged through `extends`).
+VARIANTS = {
+    "recipe": {},
+    "head_C_100": {"adapter": {"head_C": 100.0}},  # scikit-learn's C = head_C / n; the recipe's 500 gives 10 at k=16
+    "head_C_2500": {"adapter": {"head_C": 2500.0}},
+    "epochs10_lr2e-5": {"training": {"num_train_epochs": 10, "learning_rate": 2e-5}},  # the first recipe's loop
+    "steps60": {"adapter": {"steps": 60}},
+    "sep": {"model": {"pair_format": "{pair} [SEP] {text}"}},
+}
+CONTENDERS = ("probe", "setfit", "full")
+RESULTS = bench.ROOT / "benchmarks" / "results" / "fewshot_validation.runs.jsonl"
+
+
+def validation_data(name: str, registry) -> bench.DataSet:
+    data = bench.load_data(name, registry)
+    if name == "tweeteval":
+        files = {split: str(bench.TWEETEVAL_DIR / f"{split}.csv") for split in ("train", "validation")}
+        data.pool = bench.read_examples(data.table, files["train"], data.labels, registry)
+        data.scoring = bench.read_examples(data.table, files["validation"], data.labels, registry)
+        data.pool_from, data.scoring_from = "train.csv", "validation.csv"
+    return data
+
+
+def left_over(pool, *drawn):
+    """The pool's rows that no drawn split holds (by text and target)."""
+    pairs = lambda e: e.pairs or [None] * len(e)  # noqa: E731
+    used = {row for e in drawn for row in zip(e.texts, pairs(e))}
+    return pool.subset([i for i, row in enumerate(zip(pool.texts, pairs(pool))) if row not in used])
+
+
+def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log=print) -> None:
+    from stancerun_hf import resolve_model
+
+    from stancerun import tomlio
+    from stancerun.plugins import get_registry
+
+    registry = get_registry()
+    recipe_sha = bench.recipe_sha(bench.RECIPES["fewshot"])
+    done = {(r["data"], r["k"], r["draw"], r["variant"], r.get("recipe_sha")) for r in read()}
+    with tempfile.TemporaryDirectory(prefix="fewshot-validation-") as work:
+        work = Path(work)
+        for name in names:
+            data = validation_data(name, registry)
+            pool_scoring = data.scoring
+            for k in sizes:
+                for d in range(draws):
+                    train, validation = bench.draw(data.pool, k, 777000 + 1000 * k + d)
+                    data.scoring = left_over(data.pool, train, validation) if name == "demo" else pool_scoring
+                    for variant in variants:
+                        sha = None if variant in CONTENDERS else recipe_sha
+                        if (name, k, d, variant, sha) in done:
+                            continue
+                        recipes = dict(bench.RECIPES)
+                        if variant not in CONTENDERS:
+                            path = work / f"{variant}.toml"
+                            path.write_text(tomlio.dumps({"extends": str(bench.RECIPES["fewshot"]),
+                                                          **VARIANTS[variant]}), encoding="utf-8")
+                            recipes["fewshot"] = path
+                        ctx = bench.Context(resolve_model(bench.MODEL), registry, recipes, None, work)
+                        started = time.perf_counter()
+                        found = bench.RUNNERS[variant if variant in CONTENDERS else "fewshot"](data, train, validation,
+                                                                                                ctx)
+                        record = {"data": name, "k": k, "draw": d, "variant": variant, "recipe_sha": sha,
+                                  "scoring_examples": len(data.scoring), **found,
+                                  "wall_s": round(time.perf_counter() - started, 1)}
+                        with RESULTS.open("a", encoding="utf-8") as handle:
+                            handle.write(json.dumps(record) + "\n")
+                        log(f"{name} k={k} draw {d} {variant}: macro-F1 {found[bench.SCORE]:.4f}")
+
+
+def read() -> list[dict]:
+    if not RESULTS.is_file():
+        return []
+    return [json.loads(line) for line in RESULTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summary(reference: str = "recipe") -> str:
+    """Mean macro-F1 x 100 per (data, k, variant), and its mean paired difference to ``reference``."""
+    scores = defaultdict(dict)
+    for r in read():
+        scores[(r["data"], r["k"], r["variant"])][r["draw"]] = 100 * r[bench.SCORE]
+    lines = [f"| data | k | variant | draws | macro-F1 | − {reference} (paired) |", "|---|---:|---|---:|---:|---:|"]
+    for (name, k, variant), by_draw in sorted(scores.items()):
+        base = scores.get((name, k, reference), {})
+        common = [d for d in by_draw if d in base]
+        gap = f"{np.mean([by_draw[d] - base[d] for d in common]):+.1f} (n={len(common)})" if common and \
+            variant != reference else ""
+        lines.append(f"| {name} | {k} | {variant} | {len(by_draw)} | {np.mean(list(by_draw.values())):.1f} | {gap} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", choices=["tweeteval", "demo"], default=["tweeteval", "demo"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[16])
+    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *CONTENDERS], default=["recipe"])
+    parser.add_argument("--summary-only", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.summary_only:
+        run(args.data, args.sizes, args.draws, args.variants)
+    print(summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
