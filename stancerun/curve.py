@@ -239,9 +239,10 @@ def trend(scores: dict[int, list[float]], metric: str, confidence: float = 0.95)
     elif better_high < 0:
         rising, tail = False, ("the score fell, so more labels of the same kind did not help here (the larger runs "
                                "may need other training settings).")
-    else:
-        rising, tail = False, (f"the change is within the noise: the curve has levelled off, as far as {len(diffs)} "
-                               "repeats can tell, so more labels of the same kind are unlikely to help much.")
+    else:  # an interval spanning 0 cannot tell a level curve from a gain too small for these repeats to show
+        gain = show(diff["high"] if greater else -diff["low"])
+        rising, tail = None, (f"the change is within the noise of {len(diffs)} repeats: the curve may have levelled "
+                              f"off, or still be rising by as much as {gain}{unit}; more repeats would tell.")
     return {**result, "rising": rising, "sentence": f"{head} {shown}: {tail}"}
 
 
