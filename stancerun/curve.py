@@ -202,7 +202,7 @@ def trend(scores: dict[int, list[float]], metric: str, confidence: float = 0.95)
     """Is the curve still rising at the largest size? The paired difference (same repeat index:
     same model seed) between the two largest sizes, its t-interval, and a sentence saying so.
     ``scores``: size -> the model's score per repeat, in repeat order. ``rising`` is None when
-    it cannot be told (one size, or one repeat)."""
+    it cannot be told (one size, one repeat, or an interval that spans no change)."""
     from stancerun.stats import aggregate
 
     sizes = sorted(scores)
@@ -242,7 +242,7 @@ def trend(scores: dict[int, list[float]], metric: str, confidence: float = 0.95)
     else:  # an interval spanning 0 cannot tell a level curve from a gain too small for these repeats to show
         gain = show(diff["high"] if greater else -diff["low"])
         rising, tail = None, (f"the change is within the noise of {len(diffs)} repeats: the curve may have levelled "
-                              f"off, or still be rising by as much as {gain}{unit}; more repeats would tell.")
+                              f"off, or still be improving by as much as {gain}{unit}; more repeats would tell.")
     return {**result, "rising": rising, "sentence": f"{head} {shown}: {tail}"}
 
 

@@ -122,7 +122,7 @@ def test_trend_says_rising_levelled_or_cannot_tell():
 
     level = trend({16: [0.70, 0.72, 0.69, 0.71, 0.70], 32: [0.71, 0.70, 0.70, 0.72, 0.70]}, "accuracy")
     assert level["rising"] is None and "within the noise of 5 repeats" in level["sentence"]
-    assert "may have levelled off, or still be rising by as much as +" in level["sentence"]
+    assert "may have levelled off, or still be improving by as much as +" in level["sentence"]
     assert "more repeats would tell" in level["sentence"]
 
     flat = trend({8: [0.5, 0.6], 16: [0.5, 0.6]}, "accuracy")
