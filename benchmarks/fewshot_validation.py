@@ -4,14 +4,16 @@ and the contenders of benchmarks/fewshot.py on draws that never touch a test spl
     python benchmarks/fewshot_validation.py --data tweeteval demo --sizes 16 --draws 3 --variants recipe head_C_100 setfit
     python benchmarks/fewshot_validation.py --summary-only
 
-- tweeteval: draws from train.csv, scored on validation.csv (test.csv is never read);
+- tweeteval: draws from train.csv, scored on validation.csv (test.csv, loaded with the rest by the
+  benchmark's reader, is neither drawn from nor scored);
 - demo: draws from the benchmark's pool half of policy_stance.csv, scored on the pool rows the draw left
-  (the benchmark's scoring half is never read).
+  (the benchmark's scoring half is neither drawn from nor scored).
 
 Draw d at size k uses seed 777000 + 1000 k + d, so these draws differ from the benchmark's. A variant is
 the recipe with a few keys changed (VARIANTS); "probe", "setfit" and "full" are the benchmark's
 contenders. Each finished run is appended to benchmarks/results/fewshot_validation.runs.jsonl, keyed by
-data, k, draw, variant and the recipe's content, so a rerun only runs what is missing.
+data, k, draw, variant and `settings` (the recipe files' content and the variant's changes), so a rerun only
+runs what is missing and the summary shows only runs of the current settings.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def left_over(pool, *drawn):
     return pool.subset([i for i, row in enumerate(zip(pool.texts, pairs(pool))) if row not in used])
 
 
+def settings(variant: str) -> str | None:
+    """What decides a variant's run besides the draw: its recipe files' content and, for a variant
+    of the few-shot recipe, the keys it changes."""
+    if variant in CONTENDERS:
+        recipe = bench.RECIPES.get(variant)
+        return bench.recipe_sha(recipe) if recipe else None
+    return bench.settings_sha({"recipe": bench.recipe_sha(bench.RECIPES["fewshot"]), "changes": VARIANTS[variant]})
+
+
 def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log=print) -> None:
     from stancerun_hf import resolve_model
 
@@ -67,10 +78,19 @@ def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log
     from stancerun.plugins import get_registry
 
     registry = get_registry()
-    recipe_sha = bench.recipe_sha(bench.RECIPES["fewshot"])
-    done = {(r["data"], r["k"], r["draw"], r["variant"], r.get("recipe_sha")) for r in read()}
+    keys = {variant: settings(variant) for variant in variants}
+    done = {(r["data"], r["k"], r["draw"], r["variant"], r.get("settings")) for r in read()}
     with tempfile.TemporaryDirectory(prefix="fewshot-validation-") as work:
         work = Path(work)
+        model_dir = resolve_model(bench.MODEL)
+        contexts = {}  # one per variant, made once: the probe's encoder and scoring embeddings are cached in it
+        for variant in variants:
+            recipes = dict(bench.RECIPES)
+            if variant not in CONTENDERS:
+                recipes["fewshot"] = work / f"{variant}.toml"
+                recipes["fewshot"].write_text(tomlio.dumps({"extends": str(bench.RECIPES["fewshot"]),
+                                                            **VARIANTS[variant]}), encoding="utf-8")
+            contexts[variant] = bench.Context(model_dir, registry, recipes, None, work)
         for name in names:
             data = validation_data(name, registry)
             pool_scoring = data.scoring
@@ -79,20 +99,12 @@ def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log
                     train, validation = bench.draw(data.pool, k, 777000 + 1000 * k + d)
                     data.scoring = left_over(data.pool, train, validation) if name == "demo" else pool_scoring
                     for variant in variants:
-                        sha = None if variant in CONTENDERS else recipe_sha
-                        if (name, k, d, variant, sha) in done:
+                        if (name, k, d, variant, keys[variant]) in done:
                             continue
-                        recipes = dict(bench.RECIPES)
-                        if variant not in CONTENDERS:
-                            path = work / f"{variant}.toml"
-                            path.write_text(tomlio.dumps({"extends": str(bench.RECIPES["fewshot"]),
-                                                          **VARIANTS[variant]}), encoding="utf-8")
-                            recipes["fewshot"] = path
-                        ctx = bench.Context(resolve_model(bench.MODEL), registry, recipes, None, work)
                         started = time.perf_counter()
                         found = bench.RUNNERS[variant if variant in CONTENDERS else "fewshot"](data, train, validation,
-                                                                                                ctx)
-                        record = {"data": name, "k": k, "draw": d, "variant": variant, "recipe_sha": sha,
+                                                                                                contexts[variant])
+                        record = {"data": name, "k": k, "draw": d, "variant": variant, "settings": keys[variant],
                                   "scoring_examples": len(data.scoring), **found,
                                   "wall_s": round(time.perf_counter() - started, 1)}
                         with RESULTS.open("a", encoding="utf-8") as handle:
@@ -107,9 +119,12 @@ def read() -> list[dict]:
 
 
 def summary(reference: str = "recipe") -> str:
-    """Mean macro-F1 x 100 per (data, k, variant), and its mean paired difference to ``reference``."""
-    scores = defaultdict(dict)
+    """Mean macro-F1 x 100 per (data, k, variant) over the runs of the current settings, and its mean
+    paired difference to ``reference``."""
+    scores, current = defaultdict(dict), {variant: settings(variant) for variant in (*VARIANTS, *CONTENDERS)}
     for r in read():
+        if r["variant"] not in current or r.get("settings") != current[r["variant"]]:
+            continue
         scores[(r["data"], r["k"], r["variant"])][r["draw"]] = 100 * r[bench.SCORE]
     lines = [f"| data | k | variant | draws | macro-F1 | − {reference} (paired) |", "|---|---:|---|---:|---:|---:|"]
     for (name, k, variant), by_draw in sorted(scores.items()):

@@ -166,9 +166,11 @@ def test_the_validation_lab_scores_on_rows_no_draw_holds(validation_lab, tmp_pat
     assert list(zip(left.texts, left.pairs)) == [("b", "x"), ("a", "y"), ("d", "x")]  # ("a", "y") is another row
 
     monkeypatch.setattr(validation_lab, "RESULTS", tmp_path / "runs.jsonl")
-    rows = [{"data": "demo", "k": 8, "draw": d, "variant": v, "f1_macro": s}
+    rows = [{"data": "demo", "k": 8, "draw": d, "variant": v, "f1_macro": s, "settings": validation_lab.settings(v)}
             for v, scores in {"recipe": [0.5, 0.7], "sep": [0.6, 0.9]}.items() for d, s in enumerate(scores)]
-    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stale = {**rows[0], "f1_macro": 0.1, "draw": 2, "settings": "an older recipe"}  # not the current settings: left out
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows, stale]))
     table = validation_lab.summary()
     assert "| demo | 8 | sep | 2 | 75.0 | +15.0 (n=2) |" in table
     assert "| demo | 8 | recipe | 2 | 60.0 |  |" in table
+    assert validation_lab.settings("sep") != validation_lab.settings("recipe")
