@@ -66,15 +66,20 @@ def build_components(experiment: Experiment, registry: Registry, splits: Splits 
     if splits is None:
         splits = dataset.load()
     data_report = datachecks.check(splits, config["data"].get("on_leakage", "warn"))
-    model_component = build(registry, "models", config["model"])
-    loaded = model_component.load(splits.labels)
-    adapter = build(registry, "adapters", config["adapter"])
-    model = adapter.apply(loaded)
+    model_component, loaded, adapter, model = build_model(experiment, registry, splits.labels)
     metrics = [build(registry, "metrics", table) for table in config["metrics"]]
     callbacks = [build(registry, "callbacks", table) for table in config["callbacks"]]
     origins = {section: origin(registry, kind, config[section]["use"]) for section, kind in SAVED.items()}
     return Components(dataset, splits, data_report, model_component, loaded, model, adapter, metrics, callbacks,
                       origins)
+
+
+def build_model(experiment: Experiment, registry: Registry, labels: list[str]):
+    """(model component, its loaded model, adapter, the module to train), freshly built."""
+    model_component = build(registry, "models", experiment.config["model"])
+    loaded = model_component.load(labels)
+    adapter = build(registry, "adapters", experiment.config["adapter"])
+    return model_component, loaded, adapter, adapter.apply(loaded)
 
 
 def saved_info(components: Components, experiment: Experiment) -> dict:

@@ -133,6 +133,7 @@ class Loop:
     train_batches: LengthBucketBatches
     total_steps: int
     epochs: int
+    per_epoch: int  # optimizer updates per epoch
     baseline: Evaluation
     position: LoopPosition
     saved: dict | None = None  # the checkpoint resumed from, until its RNG state is put back
@@ -376,7 +377,7 @@ class Trainer:
             prepare(model, self.c.splits.train, self.c.splits.labels, acc.device)
             prepared_s = time.perf_counter() - began
         optimizer = make_optimizer(model, t)
-        _, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
+        per_epoch, total_steps, epochs = plan_steps(len(train_loader), t, acc.num_processes)
         # The scheduler is stepped by us once per optimizer update, so it is not prepared
         # (a prepared scheduler steps once per process).
         scheduler = make_scheduler(optimizer, t, total_steps)
@@ -387,7 +388,8 @@ class Trainer:
         # The untrained model is scored on resume too: the fresh weights are the same (same seed).
         baseline = self.evaluate(model, "validation")
         self.check_metric_exists(baseline.metrics)
-        loop = Loop(model, optimizer, scheduler, train_loader, train_batches, total_steps, epochs, baseline, LoopPosition())
+        loop = Loop(model, optimizer, scheduler, train_loader, train_batches, total_steps, epochs, per_epoch, baseline,
+                    LoopPosition())
         if resume_from is None:
             self.record("baseline", {f"eval_{k}": v for k, v in baseline.metrics.items()})
             self.reporter.evaluation("baseline (before training)", baseline.metrics)
@@ -484,6 +486,7 @@ class Trainer:
         total_samples = acc.reduce(torch.tensor(loop.position.samples, device=acc.device), "sum").item()
         train = {"runtime_s": round(runtime, 3), "samples_per_second": round(total_samples / runtime, 3) if runtime else None,
                  "global_step": self.run.global_step, "epochs": round(self.run.epoch, 4), "total_steps_planned": loop.total_steps,
+                 "steps_per_epoch": loop.per_epoch,
                  "train_samples": len(self.encoded["train"]), "eval_samples": len(self.encoded["validation"]),
                  "best_step": self.best_step, "best_metric": self.best_metric, "metric_for_best_model": self.metric_name(),
                  "restored_best": bool(t.load_best_model_at_end and self.best_state is not None),

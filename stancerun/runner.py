@@ -60,6 +60,9 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         train_loader, _ = trainer.loaders()
         _, total, epochs = plan_steps(len(train_loader), training, accelerator.num_processes)
         reporter.plan(trainer, total, epochs)
+        if training.refit_on_validation:
+            reporter.console.print("then trained anew on train + validation for the chosen model's epochs "
+                                   "(refit_on_validation)")
         reporter.console.print("[bold yellow]dry run:[/] nothing was trained or written")
         return None
 
@@ -73,6 +76,11 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
                 artifacts.write_json(run_dir / "environment.json", env)
         trainer = Trainer(experiment, components, accelerator, run_dir, reporter)
         outcome = trainer.fit(resume_from=checkpoint.latest(run_dir) if resume is not None else None)
+        shipped_by = components  # what built the shipped model: the second pass's under refit_on_validation
+        if training.refit_on_validation:
+            from stancerun.refit import refit
+
+            outcome, shipped_by = refit(experiment, components, accelerator, reporter, outcome, registry)
         results = {"model": {"use": experiment.config["model"]["use"], "source": components.loaded.source,
                              "adapter": experiment.config["adapter"]["use"]}, **outcome["results"]}
         accelerator.wait_for_everyone()
@@ -82,11 +90,11 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
             from stancerun.components import saved_info
 
             results.update(analyse(experiment, components, trainer, outcome, run_dir, registry))
-            info = {**saved_info(components, experiment), "temperature": results["calibration"]["temperature"]}
+            info = {**saved_info(shipped_by, experiment), "temperature": results["calibration"]["temperature"]}
             shipped = outcome.get("shipped")
             if shipped is not None:
                 info["ensemble"] = shipped.info()
-            artifacts.save_model(components, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info,
+            artifacts.save_model(shipped_by, accelerator.unwrap_model(outcome["model"]), state_dict, run_dir / "model", info,
                                  shipped)
             artifacts.write_json(run_dir / "results.json", results)
             summary = Summary.of(results, outcome["final"], components.splits.labels, time.perf_counter() - started)

@@ -95,6 +95,9 @@ class TrainingConfig:
     group_by_length: bool = True  # length-bucketed training batches (shuffled buckets)
     dataloader_num_workers: Annotated[int, NonNegative] = 0
     torch_compile: bool = False
+    # stancerun's own: after the run has chosen its model on validation, train anew on train +
+    # validation for as many epochs as the chosen model had, and ship that (stancerun.refit).
+    refit_on_validation: bool = False
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message)."""
