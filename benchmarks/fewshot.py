@@ -57,13 +57,19 @@ DRAWS = 5
 CONFIDENCE = 0.95
 SCORE = "f1_macro"
 NEW = "fewshot"  # the method the differences are taken for
-CONTENDERS = ("probe", "setfit", "full", "lora", "fewshot")
+CONTENDERS = ("probe", "setfit", "full", "lora", "fewshot", "probe_all", "setfit_all", "full_all")
 TITLES = {"probe": "frozen embeddings + logistic regression", "setfit": "setfit 1.2 library, same body",
           "full": "plain full fine-tuning (20 epochs, best by macro-F1)", "lora": "LoRA fine-tuning",
-          "fewshot": "stancerun few-shot recipe"}
+          "fewshot": "stancerun few-shot recipe",
+          # The contenders given every label of the draw, as the recipe's refit_on_validation uses them:
+          "probe_all": "the probe on train + validation (C by 4-fold cross-validation)",
+          "setfit_all": "setfit on train + validation",
+          "full_all": "plain full fine-tuning, refit: 20 epochs on train + validation"}
 RECIPES = {"full": ROOT / "experiments" / "full_finetune.toml", "lora": ROOT / "experiments" / "lora_r8.toml",
-           "fewshot": ROOT / "experiments" / "recipes" / "fewshot.toml"}
+           "fewshot": ROOT / "experiments" / "recipes" / "fewshot.toml",
+           "full_all": ROOT / "experiments" / "full_finetune.toml"}
 PROBE_C = (0.1, 1.0, 10.0, 100.0)
+PROBE_FOLDS = 4  # probe_all's cross-validation folds (k = 8: 4 examples per class in each)
 #: What a run's seconds count. wall_s, for every contender: the whole call, from a draw to its scores.
 TIMES = {"wall_s": "the whole run: loading the model, training, scoring the scoring split; for stancerun contenders "
                    "the whole run_experiment (also scoring the untrained model, writing the run directory); for the "
@@ -77,7 +83,9 @@ TIMES = {"wall_s": "the whole run: loading the model, training, scoring the scor
 #: validation draw (save_total_limit only bounds the disk: the best checkpoint is always kept).
 TRAINED = {"num_train_epochs": 20, "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1,
            "load_best_model_at_end": True, "metric_for_best_model": SCORE}
-OVERRIDES = {"full": {"training": TRAINED}, "lora": {"training": TRAINED}, "fewshot": {}}
+OVERRIDES = {"full": {"training": TRAINED}, "lora": {"training": TRAINED}, "fewshot": {},
+             # as the few-shot recipe uses the validation draw: 20 epochs on train, then 20 anew on train + validation
+             "full_all": {"training": {**TRAINED, "refit_on_validation": True, "load_best_model_at_end": False}}}
 #: setfit's TrainingArguments: the library's defaults (batch 16, 1 epoch, oversampling, seed 42) but no
 #: logging integrations and no progress bars.
 SETFIT_ARGS = {"report_to": "none", "show_progress_bar": False}
@@ -216,10 +224,12 @@ class Context:
 
     def settings(self, contender: str) -> dict:
         """What, besides the draw, the scoring split and a recipe's content, decides a run's result."""
-        if contender == "probe":
-            return {"model": MODEL, "C": list(PROBE_C), "input": "target: text", "normalize": True}
-        if contender == "setfit":
-            return {"model": MODEL, "args": SETFIT_ARGS, "input": "target: text"}
+        if contender in ("probe", "probe_all"):
+            return {"model": MODEL, "C": list(PROBE_C), "input": "target: text", "normalize": True,
+                    **({"trained_on": "train+validation", "cv": PROBE_FOLDS} if contender == "probe_all" else {})}
+        if contender in ("setfit", "setfit_all"):
+            return {"model": MODEL, "args": SETFIT_ARGS, "input": "target: text",
+                    **({"trained_on": "train+validation"} if contender == "setfit_all" else {})}
         return {"overrides": self.overrides(contender), "baselines": "only those the recipe stacks", "plots": False}
 
 
@@ -239,6 +249,32 @@ def probe(data: DataSet, train, validation, ctx: Context) -> dict:
     train_s = time.perf_counter() - started
     return {SCORE: macro_f1(data.scoring.labels, best[2].predict(scoring), ids), "train_s": train_s,
             "C": best[1], "validation_f1_macro": best[0]}
+
+
+def probe_all(data: DataSet, train, validation, ctx: Context) -> dict:
+    """The probe given every label of the draw: C chosen by stratified cross-validation over train +
+    validation (scikit-learn's LogisticRegressionCV, scored by macro-F1), then fitted on all of it."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    from stancerun.datasets import concat
+
+    scoring = ctx.scoring_embeddings(data)
+    both = concat(train, validation)
+    started = time.perf_counter()
+    folds = StratifiedKFold(PROBE_FOLDS, shuffle=True, random_state=0)
+    model = LogisticRegressionCV(Cs=list(PROBE_C), cv=folds, scoring="f1_macro", max_iter=5000)
+    model.fit(ctx.encode(joined(both)), both.labels)
+    train_s = time.perf_counter() - started
+    return {SCORE: macro_f1(data.scoring.labels, model.predict(scoring), range(len(data.labels))),
+            "train_s": train_s, "C": float(model.C_[0])}
+
+
+def setfit_all(data: DataSet, train, validation, ctx: Context) -> dict:
+    """setfit trained on train + validation (it chooses nothing on validation)."""
+    from stancerun.datasets import concat
+
+    return setfit(data, concat(train, validation), validation, ctx)
 
 
 def setfit(data: DataSet, train, validation, ctx: Context) -> dict:
@@ -331,7 +367,9 @@ def stancerun_contender(contender: str) -> Callable:
 
 
 RUNNERS: dict[str, Callable] = {"probe": probe, "setfit": setfit, "full": stancerun_contender("full"),
-                                "lora": stancerun_contender("lora"), "fewshot": stancerun_contender("fewshot")}
+                                "lora": stancerun_contender("lora"), "fewshot": stancerun_contender("fewshot"),
+                                "probe_all": probe_all, "setfit_all": setfit_all,
+                                "full_all": stancerun_contender("full_all")}
 
 
 # -- the cache and the loop -----------------------------------------------------------------

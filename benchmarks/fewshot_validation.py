@@ -40,7 +40,13 @@ VARIANTS = {
     "epochs10_lr2e-5": {"training": {"num_train_epochs": 10, "learning_rate": 2e-5}},  # the first recipe's loop
     "steps60": {"adapter": {"steps": 60}},
     "sep": {"model": {"pair_format": "{pair} [SEP] {text}"}},
+    "last": {"training": {"load_best_model_at_end": False}},  # the last epoch, no choice on validation
+    "union": {"training": {"load_best_model_at_end": False}},  # trained on train + validation (UNION)
+    "refit": {"training": {"refit_on_validation": True}},  # then anew on train + validation, the best epoch's length
+    "refit_last": {"training": {"refit_on_validation": True, "load_best_model_at_end": False}},  # ... every epoch
 }
+#: Variants trained on the draw's train and validation examples together (validation then chooses nothing).
+UNION = {"union"}
 CONTENDERS = ("probe", "setfit", "full")
 RESULTS = bench.ROOT / "benchmarks" / "results" / "fewshot_validation.runs.jsonl"
 
@@ -68,13 +74,15 @@ def settings(variant: str) -> str | None:
     if variant in CONTENDERS:
         recipe = bench.RECIPES.get(variant)
         return bench.recipe_sha(recipe) if recipe else None
-    return bench.settings_sha({"recipe": bench.recipe_sha(bench.RECIPES["fewshot"]), "changes": VARIANTS[variant]})
+    return bench.settings_sha({"recipe": bench.recipe_sha(bench.RECIPES["fewshot"]), "changes": VARIANTS[variant],
+                               **({"union": True} if variant in UNION else {})})
 
 
 def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log=print) -> None:
     from stancerun_hf import resolve_model
 
     from stancerun import tomlio
+    from stancerun.datasets import concat
     from stancerun.plugins import get_registry
 
     registry = get_registry()
@@ -102,7 +110,8 @@ def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log
                         if (name, k, d, variant, keys[variant]) in done:
                             continue
                         started = time.perf_counter()
-                        found = bench.RUNNERS[variant if variant in CONTENDERS else "fewshot"](data, train, validation,
+                        trained_on = concat(train, validation) if variant in UNION else train
+                        found = bench.RUNNERS[variant if variant in CONTENDERS else "fewshot"](data, trained_on, validation,
                                                                                                 contexts[variant])
                         record = {"data": name, "k": k, "draw": d, "variant": variant, "settings": keys[variant],
                                   "scoring_examples": len(data.scoring), **found,

@@ -481,7 +481,8 @@ class Trainer:
         if t.load_best_model_at_end and self.best_state is not None:
             self.restore_best(model)
         final = self.evaluate(model, "validation")
-        test = self.evaluate(model, "test") if "test" in self.eval_loaders else None
+        # Under refit_on_validation the test split is scored by the model that ships, the second pass's.
+        test = self.evaluate(model, "test") if "test" in self.eval_loaders and not t.refit_on_validation else None
         self.record("final", {f"eval_{k}": v for k, v in final.metrics.items()})
         total_samples = acc.reduce(torch.tensor(loop.position.samples, device=acc.device), "sum").item()
         train = {"runtime_s": round(runtime, 3), "samples_per_second": round(total_samples / runtime, 3) if runtime else None,

@@ -95,23 +95,26 @@ def test_contenders_share_draws_and_the_cache_skips_done_runs(fewshot, tmp_path,
     recipe = tiny_experiment(tmp_path, tiny_bert, adapter="full")
     ctx = fewshot.Context(str(tiny_bert), get_registry(), {"full": recipe}, epochs=2, work=tmp_path)
     cache, lines = tmp_path / "out" / "runs.jsonl", []
-    records, failures = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=("probe", "full"), log=lines.append)
-    assert failures == [] and lines[0].endswith("2 to run")  # setfit: not asked; lora, fewshot: no recipe here
+    asked = ("probe", "probe_all", "full")
+    records, failures = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=asked, log=lines.append)
+    # setfit and setfit_all: not asked; lora, fewshot, full_all: no recipe here
+    assert failures == [] and lines[0] == "5 runs on this grid, 2 cached or not asked for; 3 to run"
     by = {r["contender"]: r for r in records}
-    assert set(by) == {"probe", "full"} and by["probe"]["draw_sha"] == by["full"]["draw_sha"]
+    assert set(by) == set(asked) and by["probe"]["draw_sha"] == by["full"]["draw_sha"] == by["probe_all"]["draw_sha"]
+    assert by["probe_all"]["C"] in fewshot.PROBE_C and "validation_f1_macro" not in by["probe_all"]
     assert by["probe"]["seed"] == fewshot.draw_seed(2, 0) and by["full"]["train_examples"] == 6
     assert all(0 <= r["f1_macro"] <= 1 and r["scoring_examples"] == 30 for r in records)
     assert by["full"]["epochs"] == 2 and by["probe"]["C"] in fewshot.PROBE_C
-    assert len(cache.read_text().splitlines()) == 2
+    assert len(cache.read_text().splitlines()) == 3
 
     lines.clear()  # a rerun runs nothing and finds the same records
-    again, _ = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=("probe", "full"), log=lines.append)
-    assert lines == ["3 runs on this grid, 3 cached or not asked for; 0 to run"] and again == records
+    again, _ = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=asked, log=lines.append)
+    assert lines == ["5 runs on this grid, 5 cached or not asked for; 0 to run"] and again == records
 
     with recipe.open("a") as handle:  # a changed recipe is a new run; the probe's result still stands
         handle.write("# changed\n")
     changed, _ = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=(), log=lines.append)
-    assert [r["contender"] for r in changed] == ["probe"]
+    assert [r["contender"] for r in changed] == ["probe", "probe_all"]
     summary = fewshot.summarise(records, ["tiny"], [2], 1, contenders=("probe", "full"), new="full")
     assert summary["differences"]["tiny"]["2"]["probe"]["mean"] == pytest.approx(by["full"]["f1_macro"] -
                                                                                  by["probe"]["f1_macro"])
