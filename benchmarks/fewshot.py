@@ -1,4 +1,4 @@
-"""The few-shot benchmark: k labelled examples per class, five ways, on the same draws.
+"""The few-shot benchmark: k labelled examples per class, eight ways, on the same draws.
 
     python benchmarks/fewshot.py                                  # everything (hours on 2 CPU cores)
     python benchmarks/fewshot.py --data demo --sizes 8 --draws 2  # one piece; rerun to add more
@@ -13,7 +13,12 @@ same draw and is scored by macro-F1 on the same scoring split, which no draw eve
 - setfit: the setfit library (1.2) on the same body, `Trainer` with the library's default arguments;
 - full, lora: stancerun with experiments/full_finetune.toml and experiments/lora_r8.toml, 20 epochs,
   the best epoch on the validation draw by macro-F1;
-- fewshot: stancerun with experiments/recipes/fewshot.toml, only its [data] replaced.
+- fewshot: stancerun with experiments/recipes/fewshot.toml, only its [data] replaced (it refits on
+  train + validation: every label of the draw trains the model it ships);
+- probe_all, setfit_all, full_all: the probe, setfit and full given every label of the draw as the recipe
+  uses them: the probe's C by 4-fold cross-validation over train + validation, then fitted on all of it;
+  setfit trained on train + validation; full with the recipe's refit (20 epochs on train, then 20 anew on
+  train + validation).
 
 Contenders outside stancerun read the (target, text) pair as one text, "target: text". Every finished
 run is appended at once to a JSONL cache beside the output (fewshot.runs.jsonl), keyed by the data,

@@ -120,6 +120,20 @@ def test_a_fewshot_run_predicts_reloads_and_exports_for_sentence_transformers(tm
         np.testing.assert_allclose(got, [want["probabilities"][k] for k in labels], atol=1e-4)
 
 
+def test_a_refitted_fewshot_run_ships_the_second_pass(tmp_path, tiny_bert, capsys):
+    # The recipe's refit: the contrastive phase and the loop run again on train + validation, and the
+    # saved model (rebuilt through the sentence model's restore) is the one that scored the test split.
+    overrides = ["training.refit_on_validation=true", "training.load_best_model_at_end=false"]
+    run = run_experiment(load_experiment(fewshot_experiment(tmp_path, tiny_bert), overrides),
+                         output_dir=str(tmp_path / "run"))
+    results = json.loads((run / "results.json").read_text())
+    assert results["train"]["refit"]["train_samples"] == 24 + 12 and results["train"]["refit"]["epochs"] == 2
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "data" / "test.csv")]) == 0
+    evaluated = json.loads((next((run / "evaluations").iterdir()) / "results.json").read_text())
+    assert evaluated["metrics"]["f1_macro"] == pytest.approx(results["test"]["f1_macro"], abs=1e-6)
+
+
 def test_the_contrastive_phase_trains_the_encoder_and_fits_the_head(tmp_path, tiny_bert):
     from stancerun.components import build_components
     from stancerun.plugins import get_registry
