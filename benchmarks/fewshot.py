@@ -83,7 +83,8 @@ TIMES = {"wall_s": "the whole run: loading the model, training, scoring the scor
                      "setfit": "setfit.Trainer.train()",
                      "stancerun": "results.json train.runtime_s: stancerun's training loop with its per-epoch "
                                   "evaluations and checkpoints, and an adapter's own phase before the loop (the "
-                                  "few-shot recipe's contrastive steps)"}}
+                                  "few-shot recipe's contrastive steps), of the first pass only: a refit's second "
+                                  "pass is in wall_s, and in refit_s where recorded"}}
 #: full and lora as a careful user would run them few-shot: 20 epochs, the best epoch by macro-F1 on the
 #: validation draw (save_total_limit only bounds the disk: the best checkpoint is always kept).
 TRAINED = {"num_train_epochs": 20, "eval_strategy": "epoch", "save_strategy": "epoch", "save_total_limit": 1,
@@ -366,7 +367,9 @@ def stancerun_contender(contender: str) -> Callable:
         return {SCORE: float(results["test"][SCORE]), "train_s": float(trained["runtime_s"]),
                 "validation_f1_macro": results["final"].get(SCORE), "epochs": trained.get("epochs"),
                 "best_step": trained.get("best_step"), "global_step": trained.get("global_step"),
-                "stopped_early": trained.get("stopped_early")}
+                "stopped_early": trained.get("stopped_early"),
+                # refit_on_validation's second pass (not in train_s: that is the first pass's loop)
+                "refit_s": (trained.get("refit") or {}).get("runtime_s")}
 
     return run
 
