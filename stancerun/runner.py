@@ -121,6 +121,14 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path,
     evaluated = {"validation": validation, **({"test": splits.test} if splits.test is not None else {})}
     fitted = baselines.fit(registry, ev.baselines, splits.train, names)
     baseline_logits = baselines.score_all(fitted, evaluated, len(names))
+    if experiment.training.refit_on_validation:
+        # The shipped model trained on train + validation: so do the baselines it is compared with on
+        # test, and an [ensemble]'s members that ship with it (validation keeps the train-only fits).
+        from stancerun.datasets import concat
+
+        fitted = baselines.fit(registry, ev.baselines, concat(splits.train, validation), names)
+        if splits.test is not None:
+            baseline_logits["test"] = baselines.score_all(fitted, {"test": splits.test}, len(names))["test"]
     metric = analysis.headline_key(experiment.config, outcome["final"].metrics)
     # From here on "final" (and "test") are what the run ships: the stack when there is one.
     stacked = stack_outcome(experiment, outcome, fitted, baseline_logits, names, metric_fn, metric, registry)

@@ -28,6 +28,8 @@ def test_refit_ships_a_model_trained_on_train_and_validation(tmp_path, tiny_bert
 
     # The first pass is the plain run, step for step: its validation figures are what the report shows.
     assert after["final"] == before["final"] and after["baselines"] == before["baselines"]
+    # On test, the baselines are fitted on train + validation too, as the shipped model was.
+    assert after["test_baselines"] != before["test_baselines"]
     assert (refitted / "predictions.csv").read_text() == (plain / "predictions.csv").read_text()
     train = after["train"]
     assert train["best_step"] == before["train"]["best_step"] and train["restored_best"]
@@ -61,3 +63,16 @@ def test_second_pass_trains_the_kept_epochs_without_choosing():
     t = again.training
     assert (t.num_train_epochs, t.max_steps, t.eval_strategy, t.save_strategy, t.load_best_model_at_end,
             t.refit_on_validation) == (1.5, -1, "no", "no", False, False)
+
+
+def test_a_refitted_stack_ships_members_fitted_on_train_and_validation(tmp_path, tiny_bert, stance_data, capsys):
+    extra = '\n[evaluation]\nbaselines = ["majority", "tfidf"]\n\n[ensemble]\nstack = ["tfidf"]\n'
+    path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
+    run = run_experiment(load_experiment(path, ["training.refit_on_validation=true"]), output_dir=str(tmp_path / "r"))
+    results = results_of(run)
+    assert "ensemble" in results and results["train"]["refit"]
+    capsys.readouterr()  # what predict and evaluate apply is what scored the test split: the refitted stack
+    assert main(["evaluate", str(run), "--data", str(stance_data["test"])]) == 0
+    evaluated = json.loads((next((run / "evaluations").iterdir()) / "results.json").read_text())
+    for key in ("accuracy", "f1_macro"):
+        assert evaluated["metrics"][key] == pytest.approx(results["test"][key], abs=1e-6)
