@@ -314,19 +314,20 @@ class Reporter:
                 + (", stopped early" if train["stopped_early"] else "")
                 + (f"; best step {train['best_step']} restored" if train["restored_best"] else "")
                 + f"; wall time {summary.wall_time_s:.1f}s")
-        if refit := refit_line(train):
+        if refit := refit_line(r):
             c.print(refit)
         if run_dir is not None:
             c.print(f"[bold green]run directory:[/] {run_dir}")
 
 
-def refit_line(train: dict) -> str | None:
+def refit_line(results: dict) -> str | None:
     """What ships under refit_on_validation, and which model each split's figures are."""
-    refit = train.get("refit")
+    refit = results["train"].get("refit")
     if not refit:
         return None
     return (f"shipped: trained anew on train + validation ({refit['train_samples']} examples, {refit['epochs']:g} epochs, "
-            f"{refit['runtime_s']:.1f}s); validation figures are the first pass's model, test figures the shipped one's")
+            f"{refit['runtime_s']:.1f}s); validation figures are the first pass's model"
+            + (", test figures the shipped one's" if "test" in results else ""))
 
 
 def markdown(summary: Summary, experiment, environment: dict) -> str:
@@ -344,7 +345,7 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
         f"- best model: step {train['best_step']} by {train['metric_for_best_model']} = {fmt(train['best_metric'])}"
         + (" (restored)" if train["restored_best"] else ""),
         f"- evaluation split: {train['eval_samples']} examples",
-        *([f"- {refit}"] if (refit := refit_line(train)) else []),
+        *([f"- {refit}"] if (refit := refit_line(r)) else []),
         "",
     ]
     if verdict := summary.verdict():
