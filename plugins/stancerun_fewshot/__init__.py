@@ -226,12 +226,7 @@ class Contrastive:
         batch = lambda rows: {k: v.to(device) for k, v in model_inputs(collate(rows)).items()}  # noqa: E731
         ids = torch.tensor(encoded.labels, device=device)
         generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
-        params = list(model.encoder.parameters())
-        # The fused kernel where the device has one (as the engine's loop): torch's default on a CPU is
-        # a per-tensor loop that was a third of this phase's time at 8 per class (profiled).
-        fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
-                    for p in params)
-        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, fused=fused)
+        optimizer = torch.optim.AdamW(model.encoder.parameters(), lr=self.learning_rate)
         model.train()
         for _ in range(self.steps):
             chosen = torch.randperm(len(encoded), generator=generator)[: self.batch_size].tolist()
