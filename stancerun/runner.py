@@ -89,7 +89,7 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         if accelerator.is_main_process:
             from stancerun.components import saved_info
 
-            results.update(analyse(experiment, components, trainer, outcome, run_dir, registry))
+            results.update(analyse(experiment, components, trainer, outcome, run_dir, registry, shipped_by.splits.train))
             info = {**saved_info(shipped_by, experiment), "temperature": results["calibration"]["temperature"]}
             shipped = outcome.get("shipped")
             if shipped is not None:
@@ -108,9 +108,10 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     return run_dir
 
 
-def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path, registry) -> dict:
+def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path, registry, shipped_train) -> dict:
     """Baselines, intervals, calibration and error analysis on the validation split; writes
-    predictions.csv, misclassified.jsonl and the plots. Returns what results.json adds."""
+    predictions.csv, misclassified.jsonl and the plots. Returns what results.json adds.
+    ``shipped_train``: what the shipped model trained on (train + validation after a refit)."""
     from stancerun import analysis, baselines, plots, stats
     from stancerun.report import confusion
 
@@ -119,14 +120,13 @@ def analyse(experiment: Experiment, components, trainer, outcome, run_dir: Path,
     validation, metric_fn = splits.validation, components.metric_fn
     pair_name = components.columns.pair or "text_pair"
     evaluated = {"validation": validation, **({"test": splits.test} if splits.test is not None else {})}
+    refitted = shipped_train is not splits.train
     fitted = baselines.fit(registry, ev.baselines, splits.train, names)
-    baseline_logits = baselines.score_all(fitted, evaluated, len(names))
-    if experiment.training.refit_on_validation:
-        # The shipped model trained on train + validation: so do the baselines it is compared with on
-        # test, and an [ensemble]'s members that ship with it (validation keeps the train-only fits).
-        from stancerun.datasets import concat
-
-        fitted = baselines.fit(registry, ev.baselines, concat(splits.train, validation), names)
+    baseline_logits = baselines.score_all(fitted, {"validation": validation} if refitted else evaluated, len(names))
+    if refitted:
+        # The baselines the shipped model is compared with on test, and an [ensemble]'s members that ship
+        # with it, train on what it trained on; validation keeps the train-only fits.
+        fitted = baselines.fit(registry, ev.baselines, shipped_train, names)
         if splits.test is not None:
             baseline_logits["test"] = baselines.score_all(fitted, {"test": splits.test}, len(names))["test"]
     metric = analysis.headline_key(experiment.config, outcome["final"].metrics)
