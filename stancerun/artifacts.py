@@ -81,7 +81,7 @@ def run_status(run_dir: Path, is_main_process: bool, step):
     """status.json says what became of a run: "running", then "finished", "interrupted" (a signal;
     `stancerun resume` continues it) or "failed" with the error, the step (``step()``) and the
     traceback, so that a person, `compare` and `resume` can tell a failed run from an unfinished
-    one. A run killed outright (SIGKILL, power) stays "running"."""
+    one, or "pruned" (a sweep stopped it early). A run killed outright (SIGKILL, power) stays "running"."""
     started = datetime.now().isoformat(timespec="seconds")
 
     def write(status: str, **fields) -> None:
@@ -96,8 +96,9 @@ def run_status(run_dir: Path, is_main_process: bool, step):
         write("interrupted", step=step())
         raise
     except BaseException as error:
-        write("failed", step=step(), error=f"{type(error).__name__}: {error}",
-              traceback=traceback.format_exc())
+        status = getattr(error, "run_status", "failed")  # errors.RunPruned: "pruned"
+        write(status, step=step(), error=f"{type(error).__name__}: {error}",
+              **({"traceback": traceback.format_exc()} if status == "failed" else {}))
         raise
     write("finished", step=step())
 

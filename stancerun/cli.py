@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export", "resume")
+COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export", "resume", "sweep")
 
 
 def _add_experiment(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(run)
     run.add_argument("--output-dir", help="where the run directory goes (default: the experiment's output_dir)")
     run.add_argument("--dry-run", action="store_true", help="resolve, load data and model, print the plan; train nothing")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="a sweep: run its trials in N worker processes on this machine (default 1)")
+    run.add_argument("--storage", metavar="URL",
+                     help="a sweep: the study's database, e.g. postgresql+psycopg2://user@host/db (default: a journal "
+                          "file in the sweep directory), so that workers on other machines can join")
 
     validate = sub.add_parser("validate", help="resolve and check an experiment; print it as TOML (never imports torch)")
     _add_experiment(validate)
@@ -58,8 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     compare.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
 
-    resume = sub.add_parser("resume", help="continue an interrupted run from its last complete checkpoint")
-    resume.add_argument("run_dir", help="the interrupted run's directory")
+    resume = sub.add_parser("resume", help="continue an interrupted run from its last complete checkpoint, or a sweep")
+    resume.add_argument("run_dir", help="the interrupted run's (or sweep's) directory")
+    resume.add_argument("--storage", metavar="URL", help="a sweep in a database: its URL with the password")
+
+    sweep = sub.add_parser("sweep", help="work on a sweep that exists: `stancerun sweep join SWEEP_DIR_OR_STORAGE_URL`")
+    sweep_sub = sweep.add_subparsers(dest="sweep_command", metavar="ACTION", required=True)
+    join = sweep_sub.add_parser("join", help="add this machine as a worker: it runs queued trials until none is left")
+    join.add_argument("target", help="the sweep directory (shared file system), or the study's storage URL")
+    join.add_argument("--storage", metavar="URL", help="the storage URL, with its password, for a sweep directory")
+    join.add_argument("--study", help="the sweep's name when the storage holds several")
+    join.add_argument("--output-dir", help="where this machine keeps its trials' run directories (default: the sweep "
+                                           "directory when this machine sees it, else ./STUDY_NAME)")
+    join.add_argument("--quiet", action="store_true", help="one line per trial instead of each run's output")
 
     export = sub.add_parser("export", help="write a standalone transformers model (LoRA merged) with a model card")
     export.add_argument("run_dir", help="a run directory")
@@ -103,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             return error.exit_code
         _print_error(f"{type(error).__name__}: {error}" + ("" if args.debug else "\n(run with --debug for the traceback)"))
         return 1
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """What accelerator.end_training() would do once per run, once per command: the runs of a
+    sweep or a learning curve share one process group under `accelerate launch`."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _print_error(message: str) -> None:

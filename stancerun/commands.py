@@ -61,15 +61,20 @@ def plugins(args) -> int:
 
 def run(args) -> int:
     from stancerun.curve import run_curve
+    from stancerun.errors import UsageError
     from stancerun.repeats import run_repeated
     from stancerun.runner import run_experiment
 
     experiment = load_checked(args)
+    if (args.workers != 1 or args.storage) and "sweep" not in experiment.config:
+        raise UsageError("--workers and --storage are for sweeps: this experiment has no [sweep] table")
+    if args.workers < 1:
+        raise UsageError(f"--workers: expected a number >= 1, got {args.workers}")
     evaluation = experiment.evaluation
     if "sweep" in experiment.config and not args.dry_run:
         from stancerun.sweep import run_sweep
 
-        run_sweep(experiment, output_dir=args.output_dir)
+        run_sweep(experiment, output_dir=args.output_dir, workers=args.workers, storage=args.storage)
     elif (evaluation.cv_folds or evaluation.seeds) and not args.dry_run:
         run_repeated(experiment, output_dir=args.output_dir)
     elif evaluation.learning_curve and not args.dry_run:
@@ -164,7 +169,15 @@ def resume(args) -> int:
 
     run_dir = Path(args.run_dir)
     if (run_dir / PLAN).is_file():
-        resume_sweep(run_dir)
+        resume_sweep(run_dir, storage=args.storage)
     else:
         resume_run(run_dir)
+    return 0
+
+
+def sweep(args) -> int:
+    from stancerun.sweep import join_sweep
+
+    # The only action so far: argparse requires it.
+    join_sweep(args.target, storage=args.storage, study_name=args.study, output_dir=args.output_dir, quiet=args.quiet)
     return 0

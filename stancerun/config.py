@@ -341,19 +341,20 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
 
 
 def child_experiments(experiment: Experiment, registry: Registry) -> list[tuple[str, dict, Experiment]]:
-    """(run name, params, validated experiment) per sweep combination; every problem of every
-    combination at once."""
+    """(label, params, validated experiment) per point a sweep must be valid at (every combination
+    of its lists with each end of its ranges); every problem of every point at once."""
     shown = show_file(experiment.path)
-    try:
-        planned = sweepplan.child_configs(experiment.config)
-    except ValueError as error:
-        raise ConfigError([Problem(shown, "sweep", str(error))], shown) from None
     children, problems = [], []
-    for name, params, config in planned:
+    for i, params in enumerate(sweepplan.validation_points(experiment.config["sweep"]), 1):
+        label = f"point {i} ({sweepplan.shown(params)})"
         try:
-            children.append((name, params, validate(config, Origins(), experiment.path, registry)))
+            config = sweepplan.child_config(experiment.config, params, f"point-{i}")
+        except ValueError as error:
+            raise ConfigError([Problem(shown, "sweep", str(error))], shown) from None
+        try:
+            children.append((label, params, validate(config, Origins(), experiment.path, registry)))
         except ConfigError as error:
-            problems += [dataclasses.replace(p, key=f"sweep {name} {p.key}") for p in error.problems]
+            problems += [dataclasses.replace(p, key=f"sweep {label} {p.key}") for p in error.problems]
     if problems:
         raise ConfigError(problems, str(experiment.path))
     return children
@@ -372,29 +373,48 @@ def check_baselines(v: Validator, entries: list, registry: Registry) -> list:
 
 
 def check_sweep(v: Validator, table) -> dict:
-    """[sweep]: settings plus "dotted.key" = [values]; each combination is validated afterwards."""
+    """[sweep]: settings plus "dotted.key" = [values] or {low, high, log, step}; each point the
+    sweep can reach is validated afterwards (``child_experiments``)."""
     if not isinstance(table, dict):
         v.add(("sweep",), f"expected a table of \"dotted.key\" = [values], got {table!r}")
         return {}
-    settings = {"mode": (Literal["grid", "random"], "grid"), "trials": (int, 0), "seed": (int, 0)}
+    table = dict(table)
+    if "mode" in table:  # the setting's name before sweeps ran on Optuna
+        table.setdefault("sampler", table.pop("mode"))
+    annotations = {"sampler": Literal[sweepplan.SAMPLERS], "trials": int, "seed": int,
+                   "pruner": Literal[sweepplan.PRUNERS], "startup_trials": int, "storage": typing.Optional[str]}
     resolved = {}
-    for key, (annotation, default) in settings.items():
+    for key, default in sweepplan.DEFAULTS.items():
         try:
-            resolved[key] = check(table.get(key, default), annotation)
+            resolved[key] = check(table.get(key, default), annotations[key])
         except Invalid as error:
             v.add(("sweep", key), error.message)
-    params = {k: value for k, value in table.items() if k not in settings}
+    params = sweepplan.parameters(table)
     if not params:
         v.add(("sweep",), "no parameters to sweep: add \"dotted.key\" = [values], e.g. \"adapter.r\" = [4, 8]")
+    sampler = resolved.get("sampler")
     for key, values in params.items():
-        if not isinstance(values, list) or not values:
-            v.add(("sweep", key), f"expected a non-empty list of values, got {values!r}")
-        elif key.split(".")[0] not in COMPONENT_SECTIONS and key.split(".")[0] not in ("training", "evaluation", "ensemble", "seed"):
+        if key.split(".")[0] not in COMPONENT_SECTIONS and key.split(".")[0] not in ("training", "evaluation", "ensemble", "seed"):
             v.add(("sweep", key), "expected a dotted key into [data], [model], [adapter], [training], [evaluation], "
                                   "[ensemble] or seed")
-    if resolved.get("mode") == "random" and resolved.get("trials", 0) < 1:
-        v.add(("sweep", "trials"), "random mode needs trials >= 1")
-    return {**resolved, **params}
+        elif sweepplan.is_range(values):
+            for message in sweepplan.range_problems(values):
+                v.add(("sweep", key), message)
+            if sampler == "grid":
+                v.add(("sweep", key), "a range needs sampler = \"tpe\" or \"random\"; the grid takes a list of values")
+        elif not isinstance(values, list) or not values:
+            v.add(("sweep", key), f"expected a non-empty list of values or a range {{ low = ..., high = ... }}, got {values!r}")
+    if sampler in ("random", "tpe") and resolved.get("trials", 0) < 1:
+        v.add(("sweep", "trials"), f"sampler = \"{sampler}\" needs trials >= 1 (how many trials to run)")
+    if sampler == "grid" and resolved.get("trials"):
+        v.add(("sweep", "trials"), "the grid runs every combination once: leave trials out, or use sampler = \"random\"")
+    if isinstance(resolved.get("startup_trials"), int) and resolved["startup_trials"] < 0:
+        v.add(("sweep", "startup_trials"), "expected an integer >= 0")
+    storage = resolved.get("storage")
+    if storage is not None and "://" not in storage:
+        v.add(("sweep", "storage"), f"expected a database URL such as \"postgresql+psycopg2://user@host/db\", got {storage!r} "
+                                    "(leave storage out for a journal file in the sweep directory)")
+    return {**{k: resolved[k] for k in sweepplan.DEFAULTS if k in resolved and resolved[k] is not None}, **params}
 
 
 def load_experiment(path: str | Path, overrides: list[str] = (), registry: Registry | None = None) -> Experiment:

@@ -80,3 +80,10 @@ def show_file(path: str | Path) -> str:
         return os.path.relpath(path)
     except ValueError:  # another drive on Windows
         return str(path)
+
+
+class RunPruned(Exception):
+    """A run stopped on purpose before its end (a sweep's pruner judged its curve worse than the
+    others'): its run directory is kept and its status.json says "pruned", not "failed"."""
+
+    run_status = "pruned"

@@ -29,10 +29,11 @@ def make_accelerator(training):
 
 
 def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_run: bool = False, registry=None,
-                   splits=None, quiet: bool = False, resume: Path | None = None) -> Path | None:
+                   splits=None, quiet: bool = False, resume: Path | None = None, callbacks=()) -> Path | None:
     """Train, evaluate and save; return the run directory (None for a dry run).
     ``splits`` replaces the dataset's own (cross-validation); ``quiet`` prints nothing;
-    ``resume`` is an interrupted run's directory, continued from its last checkpoint."""
+    ``resume`` is an interrupted run's directory, continued from its last checkpoint;
+    ``callbacks`` are added to the experiment's own (a sweep's pruning)."""
     from accelerate.utils import broadcast_object_list, set_seed
 
     from stancerun.components import build_components
@@ -46,6 +47,7 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
     reporter = Reporter(accelerator.is_main_process and not quiet)
     set_seed(experiment.config["seed"])  # before the head is initialised
     components = build_components(experiment, registry, splits)
+    components.callbacks.extend(callbacks)
 
     run_dir = resume
     if not dry_run and resume is None:
@@ -104,7 +106,8 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         else:
             trainer.callback("on_train_end", results)
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    # Not accelerator.end_training(): it destroys the process group, and a sweep, repeats or a
+    # learning curve run more runs in this process (the CLI destroys it on the way out).
     return run_dir
 
 
