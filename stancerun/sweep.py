@@ -67,7 +67,9 @@ def open_storage(url: str | None, directory: Path):
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(directory / JOURNAL)))
     try:
-        return optuna.storages.RDBStorage(url)
+        # With the cache Optuna puts in front of a database for its own studies: the trial ids this
+        # module reads and the Trial objects it makes must go through one storage object.
+        return optuna.storages.get_storage(optuna.storages.RDBStorage(url))
     except ImportError as error:
         raise UsageError(f"sweep storage {public_url(url)}: its database driver is not installed ({error}); "
                          "for PostgreSQL: pip install 'stancerun[postgres]'") from None
@@ -276,9 +278,12 @@ def create(experiment: Experiment, output_dir: str | None = None, storage: str |
     try:
         study = optuna.create_study(storage=sweep.storage(), study_name=sweep.study_name,
                                     direction="maximize" if greater else "minimize")
-    except optuna.exceptions.DuplicatedStudyError:
-        raise UsageError(f"sweep storage {public_url(url)}: it already holds a study named {sweep.study_name}; "
-                         f"join it with `stancerun sweep join`") from None
+    except optuna.exceptions.DuplicatedStudyError:  # a database shared by many sweeps: --output-dir runs/sweep again
+        import uuid
+
+        sweep.study_name = f"{directory.name}-{uuid.uuid4().hex[:6]}"
+        study = optuna.create_study(storage=sweep.storage(), study_name=sweep.study_name,
+                                    direction="maximize" if greater else "minimize")
     saved = tomlio.loads(experiment.to_toml())
     if url is not None:
         saved["sweep"]["storage"] = public_url(url)  # no password on disk: workers use PGPASSWORD or ~/.pgpass
@@ -318,7 +323,8 @@ def open_sweep(target: str, storage: str | None = None, study_name: str | None =
     if len(ours) != 1:
         names = ", ".join(s.study_name for s in summaries if "stancerun:config" in s.user_attrs) or "none"
         raise UsageError(f"{public_url(target)}: " + ("name the sweep with --study NAME; it holds: " if ours else
-                                                      f"no stancerun sweep {study_name or ''} in it; it holds: ") + names)
+                                                      f"no stancerun sweep{' ' + study_name if study_name else ''} in it; "
+                                                      "its sweeps: ") + names)
     attrs = ours[0].user_attrs
     directory = Path(output_dir) if output_dir else Path(attrs["stancerun:directory"])
     if not directory.is_dir():  # not a shared file system: this machine keeps its own trials' run directories
