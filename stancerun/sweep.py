@@ -267,41 +267,51 @@ class ReportToTrial:
 
 # -- creating, opening, working ------------------------------------------------------------
 def create(experiment: Experiment, output_dir: str | None = None, storage: str | None = None) -> Sweep:
-    """A new sweep directory and its study, with every trial queued."""
-    import optuna
+    """A new sweep directory and its study, with every trial queued. sweep.json is written last:
+    a worker that finds it finds the queue full."""
+    import shutil
 
     quiet_optuna()
     url = storage or experiment.config["sweep"].get("storage")
     directory = artifacts.new_run_dir(experiment.config["output_dir"], experiment.name, output_dir)
     sweep = Sweep(directory, experiment, directory.name, url)
-    _, greater = objective(experiment.config)
     try:
-        study = optuna.create_study(storage=sweep.storage(), study_name=sweep.study_name,
-                                    direction="maximize" if greater else "minimize")
-    except optuna.exceptions.DuplicatedStudyError:  # a database shared by many sweeps: --output-dir runs/sweep again
-        import uuid
-
-        sweep.study_name = f"{directory.name}-{uuid.uuid4().hex[:6]}"
-        study = optuna.create_study(storage=sweep.storage(), study_name=sweep.study_name,
-                                    direction="maximize" if greater else "minimize")
-    saved = tomlio.loads(experiment.to_toml())
-    if url is not None:
-        saved["sweep"]["storage"] = public_url(url)  # no password on disk: workers use PGPASSWORD or ~/.pgpass
-    artifacts.atomic_write(directory / "config.toml", tomlio.dumps(saved))
-    plan = {"study": sweep.study_name, "storage": None if url is None else public_url(url),
-            "experiment": str(experiment.path), "created": datetime.now().isoformat(timespec="seconds")}
-    artifacts.write_json(directory / PLAN, plan)
-    table = experiment.config["sweep"]
-    if sweepplan.settings(table)["sampler"] == "grid":
-        for point in sweepplan.grid(table):
-            study.enqueue_trial({k: sweepplan.encode(v) for k, v in point.items()})
-    else:
-        for _ in range(sweepplan.settings(table)["trials"]):
-            study.enqueue_trial({})  # the sampler fills the values when a worker takes it
-    # Everything a worker on another machine needs, in the study itself.
-    for key, value in {**plan, "directory": str(directory), "config": tomlio.dumps(saved)}.items():
-        study.set_user_attr(f"stancerun:{key}", value)
+        study = new_study(sweep)
+        table = experiment.config["sweep"]
+        if sweepplan.settings(table)["sampler"] == "grid":
+            for point in sweepplan.grid(table):
+                study.enqueue_trial({k: sweepplan.encode(v) for k, v in point.items()})
+        else:
+            for _ in range(sweepplan.settings(table)["trials"]):
+                study.enqueue_trial({})  # the sampler fills the values when a worker takes it
+        saved = tomlio.loads(experiment.to_toml())
+        if url is not None:
+            saved["sweep"]["storage"] = public_url(url)  # no password on disk: workers use PGPASSWORD or ~/.pgpass
+        plan = {"study": sweep.study_name, "storage": None if url is None else public_url(url),
+                "experiment": str(experiment.path), "created": datetime.now().isoformat(timespec="seconds")}
+        # Everything a worker on another machine needs, in the study itself.
+        for key, value in {**plan, "directory": str(directory), "config": tomlio.dumps(saved)}.items():
+            study.set_user_attr(f"stancerun:{key}", value)
+        artifacts.atomic_write(directory / "config.toml", tomlio.dumps(saved))
+        artifacts.write_json(directory / PLAN, plan)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)  # nothing half-made left behind (a database it could not open)
+        raise
     return sweep
+
+
+def new_study(sweep: Sweep):
+    import uuid
+
+    import optuna
+
+    _, greater = objective(sweep.experiment.config)
+    direction = "maximize" if greater else "minimize"
+    try:
+        return optuna.create_study(storage=sweep.storage(), study_name=sweep.study_name, direction=direction)
+    except optuna.exceptions.DuplicatedStudyError:  # a database shared by many sweeps, and the same --output-dir again
+        sweep.study_name = f"{sweep.directory.name}-{uuid.uuid4().hex[:6]}"
+        return optuna.create_study(storage=sweep.storage(), study_name=sweep.study_name, direction=direction)
 
 
 def open_sweep(target: str, storage: str | None = None, study_name: str | None = None,
@@ -361,58 +371,57 @@ def work(sweep: Sweep, registry=None, quiet: bool = False, say=print) -> int:
         ran += 1
 
 
-def run_trial(sweep: Sweep, trial, trial_id: int | None, number: int, params: dict, metric: str, registry, quiet: bool, say) -> None:
-    """One trial as one run; its outcome told to the study (by the main process)."""
+def run_trial(sweep: Sweep, trial, trial_id: int | None, number: int, params: dict, metric: str, registry, quiet: bool,
+              say) -> None:
+    """One trial as one run, on every process; the main process (``trial`` is not None there)
+    tells the study how it ended."""
+    import contextlib
+
     from optuna.trial import TrialState
 
     from stancerun.runner import run_experiment
 
     name = f"trial-{number:03d}"
+    main = trial is not None
+    say = say if main else (lambda text: None)
     say(f"{name} ({sweepplan.shown(params)}): started")
     report = ReportToTrial(trial, metric)
     started = time.perf_counter()
 
-    def told(**attrs) -> None:
-        for key, value in {"run": name, "steps": report.steps, "runtime_s": round(time.perf_counter() - started, 3),
-                           **attrs}.items():
-            trial.set_user_attr(key, value)
+    def tell(state, value=None, **attrs) -> None:
+        if not main:
+            return
+        for key, attr in {"run": name, "steps": report.steps, "runtime_s": round(time.perf_counter() - started, 3),
+                          **attrs}.items():
+            trial.set_user_attr(key, attr)
+        trial.study.tell(trial, value, state=state)
 
-    beat = Heartbeat(sweep.storage(), trial_id) if trial is not None else None
-    try:
-        if beat:
-            beat.__enter__()
-        child = validate(sweepplan.child_config(sweep.experiment.config, params, name), Origins(),
-                         sweep.experiment.path, registry)
-        run_dir = run_experiment(child, output_dir=str(sweep.directory / name), registry=registry, quiet=quiet,
-                                 callbacks=[report])
-    except RunPruned as pruned:
-        if trial is not None:
-            told(note=str(pruned))
-            trial.study.tell(trial, state=TrialState.PRUNED)
-        say(f"{name}: {pruned}")
-        return
-    except KeyboardInterrupt:
-        if trial is not None:  # run again, from the start, by whoever continues the sweep
-            told(error="interrupted", requeued=True)
-            trial.study.tell(trial, state=TrialState.FAIL)
-            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
-        raise
-    except Exception as error:
-        if trial is not None:
-            told(error=f"{type(error).__name__}: {error}")
-            trial.study.tell(trial, state=TrialState.FAIL)
-        say(f"{name}: failed: {type(error).__name__}: {error}")
-        return
-    finally:
-        if beat:
-            beat.__exit__()
-    if trial is not None:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-        train = results["train"]
-        steps = train["global_step"] + (train.get("refit") or {}).get("global_step", 0)
-        value = results["final"][metric]
-        told(steps=steps)
-        trial.study.tell(trial, value)
+    with Heartbeat(sweep.storage(), trial_id) if main else contextlib.nullcontext():
+        try:
+            child = validate(sweepplan.child_config(sweep.experiment.config, params, name), Origins(),
+                             sweep.experiment.path, registry)
+            run_dir = run_experiment(child, output_dir=str(sweep.directory / name), registry=registry, quiet=quiet,
+                                     callbacks=[report])
+            if main:
+                results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+                train = results["train"]
+                steps = train["global_step"] + (train.get("refit") or {}).get("global_step", 0)
+                value = results["final"][metric]
+        except RunPruned as pruned:
+            tell(TrialState.PRUNED, note=str(pruned))
+            say(f"{name}: {pruned}")
+            return
+        except KeyboardInterrupt:
+            tell(TrialState.FAIL, error="interrupted", requeued=True)
+            if main:  # run again, from the start, by whoever continues the sweep
+                trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
+            raise
+        except Exception as error:
+            tell(TrialState.FAIL, error=f"{type(error).__name__}: {error}")
+            say(f"{name}: failed: {type(error).__name__}: {error}")
+            return
+    if main:
+        tell(TrialState.COMPLETE, value, steps=steps)
         say(f"{name}: {metric} {value:.4f} after {steps} steps")
 
 

@@ -216,9 +216,23 @@ def test_a_worker_killed_mid_trial_is_run_again_on_resume(tmp_path, tiny_bert, s
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert, stance_data):
     from stancerun.sweep import run_sweep
 
-    extra = QUIET + f'[sweep]\n"model.name" = ["{tiny_bert}", "{tmp_path / "no-such-model"}"]\n'
+    extra = QUIET + f'[sweep]\npruner = "hyperband"\n"model.name" = ["{tiny_bert}", "{tmp_path / "no-such-model"}"]\n'
     path = tiny_experiment(tmp_path, tiny_bert, extra=extra)
     out = run_sweep(load_experiment(path), output_dir=str(tmp_path / "sweep"))
     rows = trials(out)["rows"]
     assert [r["state"] for r in rows] == ["complete", "failed"] and "no-such-model" in rows[1]["note"]
     assert (out / "best.toml").is_file() and (out / "report.md").is_file()
+
+
+def test_a_storage_that_cannot_be_opened_is_one_clear_error_and_leaves_nothing(tmp_path, tiny_bert, stance_data, capsys):
+    from stancerun.sweep import public_url
+
+    assert public_url("postgresql+psycopg2://sweeper:s3cret@db-host:5432/runs") == "postgresql+psycopg2://sweeper@db-host:5432/runs"
+    path = tiny_experiment(tmp_path, tiny_bert, extra=GRID)
+    out = tmp_path / "sweep"
+    code = main(["run", str(path), "--output-dir", str(out), "--storage", "postgresql+psycopg2://sweeper:s3cret@127.0.0.1:1/x"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sweep storage postgresql+psycopg2://sweeper@127.0.0.1:1/x: cannot open it" in err
+    assert "s3cret" not in err and not out.exists()
+    assert main(["run", str(tiny_experiment(tmp_path, tiny_bert)), "--workers", "2"]) == 2
+    assert "--workers and --storage are for sweeps" in capsys.readouterr().err
