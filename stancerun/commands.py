@@ -72,7 +72,7 @@ def run(args) -> int:
         raise UsageError(f"--workers: expected a number >= 1, got {args.workers}")
     evaluation = experiment.evaluation
     if "sweep" in experiment.config and not args.dry_run:
-        from stancerun.sweep import run_sweep
+        from stancerun.sweeprun import run_sweep
 
         run_sweep(experiment, output_dir=args.output_dir, workers=args.workers, storage=args.storage)
     elif (evaluation.cv_folds or evaluation.seeds) and not args.dry_run:
@@ -165,7 +165,8 @@ def resume(args) -> int:
     from pathlib import Path
 
     from stancerun.runner import resume_run
-    from stancerun.sweep import PLAN, resume_sweep
+    from stancerun.sweep import PLAN
+    from stancerun.sweeprun import resume_sweep
 
     run_dir = Path(args.run_dir)
     if (run_dir / PLAN).is_file():
@@ -176,7 +177,7 @@ def resume(args) -> int:
 
 
 def sweep(args) -> int:
-    from stancerun.sweep import join_sweep
+    from stancerun.sweeprun import join_sweep
 
     # The only action so far: argparse requires it.
     join_sweep(args.target, storage=args.storage, study_name=args.study, output_dir=args.output_dir, quiet=args.quiet)

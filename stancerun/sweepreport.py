@@ -38,7 +38,7 @@ def write_report(sweep: Sweep, registry=None, print_board: bool = True) -> dict:
     complete = [r for r in rows if r["state"] == "complete"]
     settings = sweepplan.settings(sweep.table)
     summary = {"study": sweep.study_name, "storage": public_url(sweep.url) if sweep.url else "journal.log",
-               "sampler": settings["sampler"], "pruner": settings["pruner"], "metric": metric,
+               "sampler": settings["sampler"], "seed": settings["seed"], "pruner": settings["pruner"], "metric": metric,
                "direction": "maximize" if greater else "minimize",
                # Trials that count towards the total: a trial whose worker died was run again as another.
                "trials": len([r for r in rows if not r["requeued"] and r["state"] != "queued"]),

@@ -214,7 +214,7 @@ def test_a_worker_killed_mid_trial_is_run_again_on_resume(tmp_path, tiny_bert, s
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert, stance_data):
-    from stancerun.sweep import run_sweep
+    from stancerun.sweeprun import run_sweep
 
     extra = QUIET + f'[sweep]\npruner = "hyperband"\n"model.name" = ["{tiny_bert}", "{tmp_path / "no-such-model"}"]\n'
     path = tiny_experiment(tmp_path, tiny_bert, extra=extra)
