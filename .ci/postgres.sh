@@ -5,7 +5,7 @@
 # Exports STANCERUN_TEST_POSTGRES_URL, and STANCERUN_REQUIRE_POSTGRES=1 so that the test fails
 # (rather than skips) if the server is missing.
 
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true; }  # set -o pipefail: none is not an error
 
 PG_BIN=$(pg_bin)
 if [ -z "$PG_BIN" ]; then

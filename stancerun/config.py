@@ -382,7 +382,8 @@ def check_sweep(v: Validator, table) -> dict:
     if "mode" in table:  # the setting's name before sweeps ran on Optuna
         table.setdefault("sampler", table.pop("mode"))
     annotations = {"sampler": Literal[sweepplan.SAMPLERS], "trials": int, "seed": int,
-                   "pruner": Literal[sweepplan.PRUNERS], "startup_trials": int, "storage": typing.Optional[str]}
+                   "pruner": Literal[sweepplan.PRUNERS], "startup_trials": int, "pruner_warmup": int,
+                   "storage": typing.Optional[str]}
     resolved = {}
     for key, default in sweepplan.DEFAULTS.items():
         try:
@@ -408,8 +409,9 @@ def check_sweep(v: Validator, table) -> dict:
         v.add(("sweep", "trials"), f"sampler = \"{sampler}\" needs trials >= 1 (how many trials to run)")
     if sampler == "grid" and resolved.get("trials"):
         v.add(("sweep", "trials"), "the grid runs every combination once: leave trials out, or use sampler = \"random\"")
-    if isinstance(resolved.get("startup_trials"), int) and resolved["startup_trials"] < 0:
-        v.add(("sweep", "startup_trials"), "expected an integer >= 0")
+    for key in ("startup_trials", "pruner_warmup"):
+        if isinstance(resolved.get(key), int) and resolved[key] < 0:
+            v.add(("sweep", key), "expected an integer >= 0")
     storage = resolved.get("storage")
     if storage is not None and "://" not in storage:
         v.add(("sweep", "storage"), f"expected a database URL such as \"postgresql+psycopg2://user@host/db\", got {storage!r} "

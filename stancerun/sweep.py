@@ -115,8 +115,10 @@ class Sweep:
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=s["startup_trials"], constant_liar=True)
         else:  # grid trials arrive with their values; random draws the rest
             sampler = optuna.samplers.RandomSampler(seed=seed)
-        pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=s["startup_trials"]),
-                  "hyperband": lambda: optuna.pruners.HyperbandPruner(),
+        # A trial reports at evaluation 0, 1, 2, ...: comparable across trials whatever their batch size.
+        pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=s["startup_trials"],
+                                                                n_warmup_steps=s["pruner_warmup"]),
+                  "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, s["pruner_warmup"])),
                   "none": optuna.pruners.NopPruner}[s["pruner"]]()
         return optuna.load_study(study_name=self.study_name, storage=self.storage(), sampler=sampler, pruner=pruner)
 
@@ -247,11 +249,12 @@ def shared(value):
 
 
 class ReportToTrial:
-    """A callback: after each evaluation the main process reports the objective to the trial and
-    asks the pruner; the decision is broadcast, so every process stops at the same step."""
+    """A callback: after each evaluation the main process reports the objective to the trial (at
+    the evaluation's number) and asks the pruner; the decision is broadcast, so every process
+    stops at the same step."""
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric, self.steps = trial, metric, 0
+    def __init__(self, trial, metric: str, pruner: str):
+        self.trial, self.metric, self.pruner, self.steps, self.evaluations = trial, metric, pruner, 0, 0
 
     def on_log(self, run, logs) -> None:
         self.steps = run.global_step
@@ -260,11 +263,13 @@ class ReportToTrial:
         self.steps = run.global_step
         prune = False
         if self.trial is not None:  # the main process
-            self.trial.report(metrics[self.metric], step=run.global_step)
+            self.trial.report(metrics[self.metric], step=self.evaluations)
             prune = self.trial.should_prune()
+        self.evaluations += 1
         if shared(prune):
-            raise RunPruned(f"pruned at step {run.global_step}: {self.metric} {metrics[self.metric]:.4f} is worse than "
-                            "the other trials' at this step")
+            why = {"median": "worse than the median of the earlier trials at this evaluation",
+                   "hyperband": "not among the best of its Hyperband rung"}.get(self.pruner, "pruned")
+            raise RunPruned(f"pruned at step {run.global_step}: {self.metric} {metrics[self.metric]:.4f}, {why}")
 
 
 # -- creating, opening, working ------------------------------------------------------------
@@ -387,7 +392,7 @@ def run_trial(sweep: Sweep, trial, trial_id: int | None, number: int, params: di
     main = trial is not None
     say = say if main else (lambda text: None)
     say(f"{name} ({sweepplan.shown(params)}): started")
-    report = ReportToTrial(trial, metric)
+    report = ReportToTrial(trial, metric, sweepplan.settings(sweep.table)["pruner"])
     started = time.perf_counter()
 
     def tell(state, value=None, **attrs) -> None:

@@ -18,7 +18,8 @@ import itertools
 import json
 
 # The keys of [sweep] that are settings, not parameters, with their defaults.
-DEFAULTS = {"sampler": "grid", "trials": 0, "seed": 0, "pruner": "none", "startup_trials": 2, "storage": None}
+DEFAULTS = {"sampler": "grid", "trials": 0, "seed": 0, "pruner": "none", "startup_trials": 2, "pruner_warmup": 0,
+            "storage": None}
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "hyperband", "none")
 RANGE_KEYS = {"low", "high", "log", "step"}

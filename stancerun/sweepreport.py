@@ -57,7 +57,7 @@ def write_report(sweep: Sweep, registry=None, print_board: bool = True) -> dict:
             from stancerun.compare import print_leaderboard
 
             print_leaderboard(board)
-    plots = write_plots(study, sweep.directory) if len(complete) >= 2 else []
+    plots = write_plots(study, sweep.directory, len(complete))
     artifacts.atomic_write(sweep.directory / "report.md", markdown(sweep, summary, board, plots))
     return summary
 
@@ -84,8 +84,9 @@ def leaderboard(sweep: Sweep, complete: list[dict], registry) -> dict | None:
     return board
 
 
-def write_plots(study, directory: Path) -> list[str]:
-    """Optuna's matplotlib plots of the optimization history and the parameter importances."""
+def write_plots(study, directory: Path, complete: int) -> list[str]:
+    """Optuna's matplotlib plots of the optimization history and (from three completed trials:
+    fewer tell nothing) the parameter importances."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,20 +94,25 @@ def write_plots(study, directory: Path) -> list[str]:
     from optuna.visualization import matplotlib as optuna_plots
 
     written = []
-    for name, plot in (("history.png", optuna_plots.plot_optimization_history),
-                       ("importances.png", optuna_plots.plot_param_importances)):
+    plots = [("history.png", optuna_plots.plot_optimization_history)] if complete >= 1 else []
+    if complete >= 3:
+        plots.append(("importances.png", optuna_plots.plot_param_importances))
+    for name, plot in plots:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 axes = plot(study)
             axes.figure.set_size_inches(7, 4)
-            axes.figure.tight_layout()
-            axes.figure.savefig(directory / name, dpi=110)
+            axes.figure.savefig(directory / name, dpi=110, bbox_inches="tight")  # the legend sits outside
             plt.close(axes.figure)
             written.append(name)
         except (ValueError, RuntimeError):  # importances need a parameter that varied among completed trials
             plt.close("all")
     return written
+
+
+def shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def markdown(sweep: Sweep, summary: dict, board: dict | None, plots: list[str]) -> str:
@@ -120,14 +126,15 @@ def markdown(sweep: Sweep, summary: dict, board: dict | None, plots: list[str]) 
              f"{summary['storage']}. Training steps, all trials: {summary['steps']}.", ""]
     if summary["best"]:
         best = summary["best"]
-        lines += [f"**Best:** {best['run']}, {summary['metric']} {best['value']:.4f} ({sweepplan.shown(best['params'])}). "
+        values = ", ".join(f"{k}={shown(v)}" for k, v in best["params"].items())
+        lines += [f"**Best:** {best['run']}, {summary['metric']} {best['value']:.4f} ({values}). "
                   "Its experiment, runnable as it is: `best.toml`.", ""]
     lines += ["## Trials", "", "| trial | state | " + " | ".join(params) + f" | {summary['metric']} | steps | seconds | note |",
               "|---|---|" + "---|" * len(params) + "---:|---:|---:|---|"]
     for r in summary["rows"]:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
-        note = (r["note"] or "") + (f" (again as a retry of trial {r['retry_of']})" if r["retry_of"] is not None else "")
-        cells = " | ".join(str(r["params"].get(p, "")) for p in params)
+        note = (r["note"] or "") + (f"the retry of trial {r['retry_of']}" if r["retry_of"] is not None else "")
+        cells = " | ".join(shown(r["params"].get(p, "")) for p in params)
         steps = "" if r["steps"] is None else r["steps"]
         seconds = "" if r["runtime_s"] is None else f"{r['runtime_s']:.0f}"
         lines.append(f"| {r['run']} | {r['state']} | {cells} | {value} | {steps} | {seconds} | {note} |")
@@ -140,8 +147,10 @@ def markdown(sweep: Sweep, summary: dict, board: dict | None, plots: list[str]) 
             verdict = ("leader" if vs is None else vs if isinstance(vs, str) else
                        f"{'worse' if vs['significant'] else 'not significantly different'} "
                        f"(Δ {vs['difference']:+.3f}, p={vs['p']:.3f})")
-            lines.append(f"| {i} | {Path(row['path']).name} | " + " | ".join(str(row["params"].get(p, "")) for p in params)
+            lines.append(f"| {i} | {Path(row['path']).name} | " + " | ".join(shown(row["params"].get(p, "")) for p in params)
                          + f" | {with_interval(row['value'], row['interval'])} | {verdict} |")
     for name in plots:
         lines += ["", f"![{name.removesuffix('.png')}]({name})"]
+    if "importances.png" not in plots:
+        lines += ["", "Parameter importances are plotted from three completed trials."]
     return "\n".join(lines) + "\n"
