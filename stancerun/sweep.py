@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -94,13 +94,14 @@ class Sweep:
     experiment: Experiment
     study_name: str
     url: str | None  # None: the journal file in ``directory``
+    _storage: object = field(default=None, repr=False)  # opened on first use
 
     @property
     def table(self) -> dict:
         return self.experiment.config["sweep"]
 
     def storage(self):
-        if getattr(self, "_storage", None) is None:
+        if self._storage is None:
             self._storage = open_storage(self.url, self.directory)
         return self._storage
 

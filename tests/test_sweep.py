@@ -76,22 +76,33 @@ def test_every_point_and_setting_is_validated_before_anything_runs(tmp_path, tin
         load_experiment(path)
 
 
-def test_two_workers_share_one_journal_study(tmp_path, tiny_bert, stance_data):
+POSTGRES = os.environ.get("STANCERUN_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(not POSTGRES and not os.environ.get("STANCERUN_REQUIRE_POSTGRES"),
+                                    reason="no PostgreSQL server: .ci/run starts one and sets STANCERUN_TEST_POSTGRES_URL")
+
+
+@pytest.mark.parametrize("storage", ["journal", pytest.param("postgresql", marks=needs_postgres)])
+def test_two_workers_share_one_study(tmp_path, tiny_bert, stance_data, storage):
     path = tiny_experiment(tmp_path, tiny_bert, extra=GRID)
     out = tmp_path / "sweep"
-    assert main(["run", str(path), "--output-dir", str(out), "--workers", "2", "--set", "training.num_train_epochs=2"]) == 0
+    given = ["--storage", POSTGRES] if storage == "postgresql" else []
+    assert main(["run", str(path), "--output-dir", str(out), "--workers", "2", "--set", "training.num_train_epochs=2",
+                 *given]) == 0
     summary = trials(out)
     rows = summary["rows"]
     assert [r["number"] for r in rows] == [0, 1, 2, 3] and summary["trials"] == 4
     assert {r["state"] for r in rows} == {"complete"}
     assert {tuple(r["params"].items()) for r in rows} == grid_points()  # each grid point exactly once
-    assert (out / "journal.log").is_file() and summary["storage"] == "journal.log"
+    if storage == "journal":
+        assert (out / "journal.log").is_file() and summary["storage"] == "journal.log"
+    else:
+        assert not (out / "journal.log").exists() and summary["storage"].startswith("postgresql+psycopg2://")
     # both workers took trials (their leases name two processes)
     import optuna
 
     from stancerun.sweep import LEASE, open_sweep
 
-    study = open_sweep(str(out)).study()
+    study = open_sweep(str(out), storage=POSTGRES if storage == "postgresql" else None).study()
     assert len({t.system_attrs[LEASE]["pid"] for t in study.trials}) == 2
     assert optuna.trial.TrialState.COMPLETE in {t.state for t in study.trials}
     for r in rows:
@@ -105,11 +116,7 @@ def test_two_workers_share_one_journal_study(tmp_path, tiny_bert, stance_data):
     assert "## Leaderboard" in (out / "report.md").read_text()
 
 
-POSTGRES = os.environ.get("STANCERUN_TEST_POSTGRES_URL")
-
-
-@pytest.mark.skipif(not POSTGRES and not os.environ.get("STANCERUN_REQUIRE_POSTGRES"),
-                    reason="no PostgreSQL server: .ci/run starts one and sets STANCERUN_TEST_POSTGRES_URL")
+@needs_postgres
 def test_a_worker_joins_by_the_postgresql_url(tmp_path, tiny_bert, stance_data):
     assert POSTGRES, "STANCERUN_REQUIRE_POSTGRES is set but STANCERUN_TEST_POSTGRES_URL is not"
     extra = QUIET + '[sweep]\nsampler = "random"\ntrials = 4\nseed = 3\n"adapter.r" = [2, 4]\n' \
