@@ -37,7 +37,7 @@ def test_prediction_contenders_give_stancerun_s_labels(tmp_path, tiny_bert, stan
     assert [r[key] for r in rows] == [r["prediction"] for r in saved]
 
 
-@pytest.mark.parametrize("script", ["throughput", "memory", "gpu_bf16", "predict_contenders", "stance_recipe"])
+@pytest.mark.parametrize("script", ["throughput", "memory", "gpu_bf16", "predict_contenders", "stance_recipe", "sweep"])
 def test_benchmark_scripts_start(script):
     done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), "--help"], capture_output=True, text=True,
                           timeout=120)
