@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export", "resume", "sweep")
+COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export", "resume", "sweep", "serve")
 
 
 def _add_experiment(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--output-dir", help="where this machine keeps its trials' run directories (default: the sweep "
                                            "directory when this machine sees it, else ./STUDY_NAME)")
     join.add_argument("--quiet", action="store_true", help="one line per trial instead of each run's output")
+
+    serve = sub.add_parser("serve", help="serve a run's model over HTTP (POST /predict, text-embeddings-inference's shapes)")
+    serve.add_argument("run_dir", help="a run directory")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="default 8080")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="how long a request waits for others to share its forward pass (default 5)")
+    serve.add_argument("--max-client-batch-size", type=int, default=32, help="texts per request; more is a 413 (default 32)")
+    serve.add_argument("--max-queue", type=int, default=512, help="requests waiting; more is a 429 (default 512)")
+    serve.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict (or set STANCERUN_API_KEY)")
 
     export = sub.add_parser("export", help="write a standalone transformers model (LoRA merged) with a model card")
     export.add_argument("run_dir", help="a run directory")

@@ -182,3 +182,20 @@ def sweep(args) -> int:
     # The only action so far: argparse requires it.
     join_sweep(args.target, storage=args.storage, study_name=args.study, output_dir=args.output_dir, quiet=args.quiet)
     return 0
+
+
+def serve(args) -> int:
+    import os
+    from pathlib import Path
+
+    from stancerun.errors import UsageError
+    from stancerun.serve import Limits, serve as run_server
+
+    for name in ("max_batch_size", "max_client_batch_size", "max_queue", "port"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: expected a number >= 1, got {getattr(args, name)}")
+    if args.max_wait_ms < 0:
+        raise UsageError(f"--max-wait-ms: expected a number >= 0, got {args.max_wait_ms}")
+    limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_client_batch_size, args.max_queue)
+    run_server(Path(args.run_dir), args.host, args.port, limits, args.api_key or os.environ.get("STANCERUN_API_KEY"))
+    return 0
