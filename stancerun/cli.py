@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list every plugin, its distribution and version, and what it registers")
 
     predict = sub.add_parser("predict", help="classify texts with a run's saved model")
-    predict.add_argument("run_dir", help="a run directory (holds model/)")
+    predict.add_argument("run_dir", help="a run directory (holds model/), or an ONNX export of one (stancerun export --onnx)")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
     predict.add_argument("--input", help="a CSV or JSONL file with the texts (the column the model was trained on)")
     predict.add_argument("--output", help="write JSONL, or CSV if the name ends in .csv (default: JSONL on stdout)")
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--quiet", action="store_true", help="one line per trial instead of each run's output")
 
     serve = sub.add_parser("serve", help="serve a run's model over HTTP (POST /predict, text-embeddings-inference's shapes)")
-    serve.add_argument("run_dir", help="a run directory")
+    serve.add_argument("run_dir", help="a run directory, or an ONNX export of one (then torch is never imported)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8080, help="default 8080")
     serve.add_argument("--max-batch-size", type=int, default=32, help="texts per forward pass (default 32)")
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="a run directory")
     export.add_argument("out_dir", help="where the model goes (new or empty)")
     export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights")
+    export.add_argument("--onnx", action="store_true",
+                        help="write an ONNX model (merged, calibration folded in) for onnxruntime instead; it must agree "
+                             "with the run's predictions on the validation split, or nothing is written")
+    export.add_argument("--int8", action="store_true", help="with --onnx: quantize the weights to int8 (dynamic quantization)")
     export.add_argument("--fine-tuned-only", action="store_true",
                         help="for a run that stacks baselines with the model: export the fine-tuned transformer alone "
                              "(its scores are the report's \"fine-tuned alone\" row, not the shipped ones)")

@@ -91,7 +91,11 @@ def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size
     saved = saved or load_model(run_dir / "model")
     info = saved.info
     logits = shipped_logits(saved, texts, pairs, batch_size)
-    probs = softmax(logits, info.get("temperature", 1.0))  # 1.0 unless [evaluation] calibrate = true
+    return rows_of(texts, pairs, softmax(logits, info.get("temperature", 1.0)), info)  # 1.0 unless calibrated
+
+
+def rows_of(texts: list[str], pairs: list[str] | None, probs: np.ndarray, info: dict) -> list[dict]:
+    """One row per text: the text (and its pair), the label, its confidence, every label's probability."""
     labels = info["labels"]
     results = []
     for i, text in enumerate(texts):

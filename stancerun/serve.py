@@ -67,9 +67,50 @@ class TorchPredictor:
         return shipped_logits(self.saved, texts, pairs, batch_size=max(1, len(texts)))
 
 
+class OnnxPredictor:
+    """An ONNX export (`stancerun export --onnx`) through onnxruntime: torch is never imported."""
+
+    def __init__(self, export_dir: Path):
+        from tokenizers import Tokenizer
+
+        from stancerun.onnxpredict import load_onnx
+
+        self.model = load_onnx(export_dir)
+        self.info = self.model.info
+        self.max_length = self.model.max_length
+        self.counter = None
+        if (export_dir / "tokenizer.json").is_file():
+            self.counter = Tokenizer.from_file(str(export_dir / "tokenizer.json"))  # untruncated: to count
+            self.counter.no_truncation()
+            self.counter.no_padding()
+
+    def token_counts(self, texts: list[str], pairs: list[str] | None) -> list[int]:
+        from stancerun.onnxpredict import joined
+
+        if self.counter is None:  # no tokenizer.json: inputs are cut at max_length as if truncate were asked
+            return [0] * len(texts)
+        texts, pairs = joined(self.model, texts, pairs)
+        inputs = list(zip(pairs, texts)) if pairs is not None else texts
+        return [len(e.ids) for e in self.counter.encode_batch(inputs)]
+
+    def logits(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        from stancerun.onnxpredict import onnx_logits
+
+        return onnx_logits(self.model, texts, pairs, batch_size=max(1, len(texts)))
+
+
+def predictor_for(path: Path):
+    from stancerun.onnxpredict import is_onnx_export
+
+    return OnnxPredictor(path) if is_onnx_export(path) else TorchPredictor(path)
+
+
 def run_summary(run_dir: Path) -> dict:
     """The run's headline figures for /info (validation, and test when the run had one)."""
-    path = run_dir / "results.json"
+    from stancerun.onnxpredict import read_info
+
+    exported = (read_info(run_dir) or {}).get("exported_from")  # an ONNX export: its run's figures
+    path = Path(exported or run_dir) / "results.json"
     if not path.is_file():
         return {}
     results = json.loads(path.read_text(encoding="utf-8"))
@@ -274,7 +315,7 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
     limits = limits or Limits()
     metrics = Metrics()
     state: dict = {"batcher": None, "error": None}
-    factory = predictor_factory or TorchPredictor
+    factory = predictor_factory or predictor_for
 
     def load() -> None:
         try:
@@ -367,8 +408,10 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
 def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None) -> None:
     import uvicorn
 
-    if not (run_dir / "model").is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
+    from stancerun.onnxpredict import is_onnx_export
+
+    if not (run_dir / "model").is_dir() and not is_onnx_export(run_dir):
+        raise UsageError(f"{run_dir}: not a run directory (no model/ inside) nor an ONNX export (stancerun export --onnx)")
     # Before torch loads. OpenMP's threads spin after each parallel region by default, taking the
     # cores from the event loop's thread between passes: under load the server answered 8 requests/s
     # spinning and 100 passive (benchmarks/serve.py, 2 cores). The inference thread tokenizes and runs

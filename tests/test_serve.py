@@ -201,7 +201,10 @@ def test_the_real_server_batches_a_burst_and_stops_on_sigterm(run_dir):
         # SIGTERM while requests wait in the queue (each waits up to 300 ms for company): they are answered.
         answers.clear()
         last = burst(range(8))
-        time.sleep(0.15)
+        deadline = time.time() + 10
+        while len(answers) < 8 and "stancerun_queue_length 8.0" not in httpx.get(f"{base}/metrics").text:
+            assert time.time() < deadline
+            time.sleep(0.01)
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)
