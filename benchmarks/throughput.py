@@ -413,7 +413,7 @@ def timed_process(key: str, name: str, command: list[str], target: Path, n: int)
 
 
 def predict_processes(run_dir: Path, texts: list[str], work: Path) -> list[dict]:
-    """`stancerun predict` in float32 and bfloat16, and the two contenders as scripts
+    """`stancerun predict` in float32 and bfloat16 and on its ONNX exports (float32, int8), and the two contenders as scripts
     (benchmarks/predict_contenders.py), each a fresh process on the same input file."""
     source = work / "predict-in.csv"
     write_texts(source, texts)
@@ -424,6 +424,18 @@ def predict_processes(run_dir: Path, texts: list[str], work: Path) -> list[dict]
         row, outputs[dtype] = timed_process(f"stancerun_{dtype}", f"stancerun predict --dtype {dtype}", command, target, len(texts))
         results.append(row)
     results[1].update(agreement(outputs["float32"], outputs["bfloat16"]))
+    for key, flags in (("onnx_float32", []), ("onnx_int8", ["--int8"])):
+        # `stancerun export --onnx` once (not timed: a deployment step), then predict on the export.
+        export = work / key
+        subprocess.run(stancerun_cli() + ["export", str(run_dir), str(export), "--onnx", *flags], env=BASE_ENV, check=True,
+                       stdout=subprocess.DEVNULL)
+        target = work / f"predict-{key}.jsonl"
+        command = stancerun_cli() + ["predict", str(export), "--input", str(source), "--output", str(target)]
+        row, rows = timed_process(f"stancerun_{key}", f"stancerun predict on export --onnx {' '.join(flags)}".strip(),
+                                  command, target, len(texts))
+        row.update(agreement(outputs["float32"], rows))
+        row["export_check"] = json.loads((export / "stancerun.json").read_text(encoding="utf-8"))["agreement"]
+        results.append(row)
     script = str(Path(__file__).resolve().parent / "predict_contenders.py")
     for how, name in (("seed", "seed notebook: peft reload + one-text loop"),
                       ("pipeline", "peft reload, merge + pipeline(batch_size=64)")):
@@ -470,7 +482,7 @@ def predict_ratios(rows: list[dict]) -> dict:
     and the pipeline (1.2x) timed in-process on a loaded model; like for like is each
     contender as a whole process too. Both are given."""
     speed = {r["key"]: r["texts_per_s"] for r in rows}
-    ours = ("stancerun_float32", "stancerun_bfloat16", "stancerun_in_process")
+    ours = ("stancerun_float32", "stancerun_bfloat16", "stancerun_onnx_float32", "stancerun_onnx_int8", "stancerun_in_process")
     against = ("seed_in_process", "pipeline_in_process", "seed_process", "pipeline_process")
     return {key: {f"over_{other}": ratio(speed[key], speed[other]) for other in against} for key in ours}
 
