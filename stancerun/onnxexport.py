@@ -161,14 +161,17 @@ def write_onnx(model, inputs: dict, path: Path, max_length: int) -> None:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic quantization: int8 weights (QInt8), activations quantized on the fly."""
+    """Dynamic quantization of the matrix products: int8 weights (QInt8, one scale per output
+    channel), activations quantized on the fly. The embedding lookups stay float32: they cost no
+    arithmetic, and quantizing them (with per-tensor scales) moved a LoRA MiniLM's validation
+    labels by 5.8% and its accuracy by 0.8 points; this way 0.8% and 0.0 (240 texts of the demo data)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # its "consider pre-processing" notice goes to the root logger
     try:
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8,
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
                          use_external_data_format=any(p.suffix == ".data" for p in source.parent.iterdir()))
     finally:
         root.setLevel(level)
