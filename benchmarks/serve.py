@@ -2,11 +2,13 @@
 """Serving benchmark: `stancerun serve` against a plain FastAPI endpoint that calls a transformers
 `pipeline` per request, under the same bounded load on 127.0.0.1.
 
-Each server is a whole process, started as a user would start it, one after the other; the load
+Three servers, each a whole process started as a user would start it, one after the other:
+`stancerun serve` on the run directory (torch, float32) and on the run's int8 ONNX export
+(`stancerun export --onnx --int8`), and the plain endpoint. The load
 comes from this process (an asyncio httpx client: N single-text requests at concurrency C, then
-it stops). Both serve the same model: the run's, and for the pipeline its `stancerun export
---merge` copy. Figures: throughput (requests/s), p50/p95 latency, the mean batch size (from
-stancerun's /metrics), and whether every answer's label equals `stancerun predict`'s.
+it stops). All serve the same model: the run's; the pipeline its `stancerun export --merge` copy. Figures: throughput (requests/s), p50/p95 latency, the mean batch size (from
+stancerun's /metrics), and whether every answer's label equals `stancerun predict`'s on what
+that server serves.
 
     python benchmarks/serve.py                       # trains lora_r8 on the demo data once (about 2 min), then both
     python benchmarks/serve.py --requests 200 --concurrency 8    # a quick check
@@ -59,9 +61,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(work: Path) -> tuple[Path, Path]:
-    """A trained lora_r8 run on the demo data and its merged export (made once, then reused)."""
-    run, export = work / "run", work / "export"
+def prepare(work: Path) -> tuple[Path, Path, Path]:
+    """A trained lora_r8 run on the demo data, its merged export and its int8 ONNX export (made once, then reused)."""
+    run, export, onnx = work / "run", work / "export", work / "onnx-int8"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if not (run / "results.json").is_file():
         subprocess.run([sys.executable, "-m", "stancerun", "run", str(ROOT / "experiments" / "lora_r8.toml"),
@@ -69,7 +71,10 @@ def prepare(work: Path) -> tuple[Path, Path]:
     if not (export / "config.json").is_file():
         subprocess.run([sys.executable, "-m", "stancerun", "export", str(run), str(export), "--merge"], check=True,
                        env=env, stdout=subprocess.DEVNULL)
-    return run, export
+    if not (onnx / "model.onnx").is_file():
+        subprocess.run([sys.executable, "-m", "stancerun", "export", str(run), str(onnx), "--onnx", "--int8"], check=True,
+                       env=env, stdout=subprocess.DEVNULL)
+    return run, export, onnx
 
 
 def start(command: list[str], port: int) -> subprocess.Popen:
@@ -154,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    run, export = prepare(args.work)
+    run, export, onnx = prepare(args.work)
     with (ROOT / "experiments" / "data" / "policy_stance.csv").open(newline="", encoding="utf-8") as handle:
         pool = [row["text"] for row in csv.DictReader(handle)]
     texts = [pool[i % len(pool)] for i in range(args.requests)]
@@ -162,31 +167,37 @@ def main() -> None:
     script.write_text(PIPELINE_APP)
 
     sys.path.insert(0, str(ROOT))
+    from stancerun.onnxpredict import predict_onnx
     from stancerun.predict import predict
 
+    # Each server's answers against `stancerun predict` on what it serves (the run, or the export).
     expected = [r["label"] for r in predict(run, texts, None, 64)]
+    expected_onnx = [r["label"] for r in predict_onnx(onnx, texts, None, 64)]
+    serve = [sys.executable, "-m", "stancerun", "serve"]
     rows = []
-    for name, command in (
-            ("stancerun serve", [sys.executable, "-m", "stancerun", "serve", str(run), "--port", "{port}",
-                                 "--max-wait-ms", str(args.max_wait_ms)]),
-            ("FastAPI + pipeline per request", [sys.executable, str(script), str(export), "{port}"])):
+    for name, command, reference in (
+            ("stancerun serve RUN_DIR", serve + [str(run), "--port", "{port}", "--max-wait-ms", str(args.max_wait_ms)],
+             expected),
+            ("stancerun serve ONNX_INT8_EXPORT", serve + [str(onnx), "--port", "{port}", "--max-wait-ms",
+                                                          str(args.max_wait_ms)], expected_onnx),
+            ("FastAPI + pipeline per request", [sys.executable, str(script), str(export), "{port}"], expected)):
         port = free_port()
         row = measure(name, [c.replace("{port}", str(port)) for c in command], port, texts, args.concurrency)
-        row["same_labels_as_predict"] = sum(a == b for a, b in zip(row.pop("labels"), expected)) / len(texts)
+        row["same_labels_as_predict"] = sum(a == b for a, b in zip(row.pop("labels"), reference)) / len(texts)
         rows.append(row)
         print(json.dumps(row))
-    ours, theirs = rows
-    ratio = ours["requests_per_s"] / theirs["requests_per_s"]
+    theirs = rows[-1]
+    ratios = {r["contender"]: round(r["requests_per_s"] / theirs["requests_per_s"], 2) for r in rows[:-1]}
     print(f"\n{'contender':<32} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>11} {'labels = predict':>17}")
     for r in rows:
         batch = r["batches"]["mean_batch_size"] if r["batches"] else "-"
         print(f"{r['contender']:<32} {r['requests_per_s']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {batch:>11} "
               f"{r['same_labels_as_predict']:>17.4f}")
-    print(f"\nthroughput, stancerun serve / pipeline endpoint: {ratio:.2f}x")
+    for name, ratio in ratios.items():
+        print(f"throughput, {name} / pipeline endpoint: {ratio:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                    "cpus": os.cpu_count(), "rows": rows, "throughput_ratio": round(ratio, 2)}, indent=2)
-                        + "\n")
+                                    "cpus": os.cpu_count(), "rows": rows, "throughput_ratios": ratios}, indent=2) + "\n")
     print(f"written: {args.out}")
 
 
