@@ -484,7 +484,7 @@ def predict_ratios(rows: list[dict]) -> dict:
     speed = {r["key"]: r["texts_per_s"] for r in rows}
     ours = ("stancerun_float32", "stancerun_bfloat16", "stancerun_onnx_float32", "stancerun_onnx_int8", "stancerun_in_process")
     against = ("seed_in_process", "pipeline_in_process", "seed_process", "pipeline_process")
-    return {key: {f"over_{other}": ratio(speed[key], speed[other]) for other in against} for key in ours}
+    return {key: {f"over_{other}": ratio(speed[key], speed[other]) for other in against} for key in ours if key in speed}
 
 
 # -- start-up -------------------------------------------------------------------------------

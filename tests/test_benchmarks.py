@@ -49,8 +49,9 @@ def test_prediction_ratios_and_agreement():
     rows = [{"key": k, "texts_per_s": v} for k, v in [("stancerun_float32", 300), ("stancerun_bfloat16", 450),
                                                       ("stancerun_in_process", 400), ("seed_in_process", 150),
                                                       ("pipeline_in_process", 250), ("seed_process", 100),
-                                                      ("pipeline_process", 200)]]
+                                                      ("pipeline_process", 200), ("stancerun_onnx_int8", 600)]]
     ratios = throughput.predict_ratios(rows)
+    assert ratios["stancerun_onnx_int8"]["over_pipeline_process"] == 3.0 and "stancerun_onnx_float32" not in ratios
     assert ratios["stancerun_float32"] == {"over_seed_in_process": 2.0, "over_pipeline_in_process": 1.2,
                                            "over_seed_process": 3.0, "over_pipeline_process": 1.5}
     exact = [{"label": "a", "probabilities": {"a": 0.6, "b": 0.4}}, {"label": "b", "probabilities": {"a": 0.49, "b": 0.51}}]
