@@ -173,7 +173,7 @@ class Batcher:
                 if remaining <= 0:
                     break
                 self.ready.wait(remaining)
-            batch, size = [self.jobs.popleft()], 0
+            batch = [self.jobs.popleft()]
             size = len(batch[0].texts)
             # Requests that fit, in arrival order; pairs and plain texts never share a pass.
             while self.jobs and size + len(self.jobs[0].texts) <= limit and \
@@ -189,24 +189,24 @@ class Batcher:
             self.run(batch)
 
     def run(self, batch: list[Job]) -> None:
-        batch = self.refuse_too_long(batch)
-        if not batch:
-            return
-        texts = [t for job in batch for t in job.texts]
-        pairs = [p for job in batch for p in job.pairs] if batch[0].pairs is not None else None
-        self.metrics.batch_size.observe(len(texts))
         try:
+            batch = self.refuse_too_long(batch)
+            if not batch:
+                return
+            texts = [t for job in batch for t in job.texts]
+            pairs = [p for job in batch for p in job.pairs] if batch[0].pairs is not None else None
+            self.metrics.batch_size.observe(len(texts))
             logits = self.predictor.logits(texts, pairs)
+            answers, start = [], 0
+            for job in batch:
+                answers.append(scores(logits[start:start + len(job.texts)], self.predictor.info, job.raw))
+                start += len(job.texts)
         except Exception as error:  # answered as a 500 to each request of the batch; the thread goes on
             for job in batch:
                 job.loop.call_soon_threadsafe(settle, job.future, None, error)
             return
-        start = 0
-        for job in batch:
-            part = logits[start:start + len(job.texts)]
-            start += len(job.texts)
-            job.loop.call_soon_threadsafe(settle, job.future, scores(part, self.predictor.info, job.raw), None)
-
+        for job, answer in zip(batch, answers):
+            job.loop.call_soon_threadsafe(settle, job.future, answer, None)
 
     def refuse_too_long(self, batch: list[Job]) -> list[Job]:
         """Answer 413 to requests with an input longer than the model reads (unless they asked to
