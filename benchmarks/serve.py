@@ -173,11 +173,17 @@ def main() -> None:
     # Each server's answers against `stancerun predict` on what it serves (the run, or the export).
     expected = [r["label"] for r in predict(run, texts, None, 64)]
     expected_onnx = [r["label"] for r in predict_onnx(onnx, texts, None, 64)]
+    from stancerun.artifacts import load_model
+
+    expected_bf16 = [r["label"] for r in predict(run, texts, None, 64, saved=load_model(run / "model", dtype="bfloat16"))]
     serve = [sys.executable, "-m", "stancerun", "serve"]
     rows = []
     for name, command, reference in (
             ("stancerun serve RUN_DIR", serve + [str(run), "--port", "{port}", "--max-wait-ms", str(args.max_wait_ms)],
              expected),
+            ("stancerun serve RUN_DIR --dtype bfloat16", serve + [str(run), "--port", "{port}", "--max-wait-ms",
+                                                                   str(args.max_wait_ms), "--dtype", "bfloat16"],
+             expected_bf16),
             ("stancerun serve ONNX_INT8_EXPORT", serve + [str(onnx), "--port", "{port}", "--max-wait-ms",
                                                           str(args.max_wait_ms)], expected_onnx),
             ("FastAPI + pipeline per request", [sys.executable, str(script), str(export), "{port}"], expected)):
@@ -188,10 +194,10 @@ def main() -> None:
         print(json.dumps(row))
     theirs = rows[-1]
     ratios = {r["contender"]: round(r["requests_per_s"] / theirs["requests_per_s"], 2) for r in rows[:-1]}
-    print(f"\n{'contender':<32} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>11} {'labels = predict':>17}")
+    print(f"\n{'contender':<40} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean batch':>11} {'labels = predict':>17}")
     for r in rows:
         batch = r["batches"]["mean_batch_size"] if r["batches"] else "-"
-        print(f"{r['contender']:<32} {r['requests_per_s']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {batch:>11} "
+        print(f"{r['contender']:<40} {r['requests_per_s']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {batch:>11} "
               f"{r['same_labels_as_predict']:>17.4f}")
     for name, ratio in ratios.items():
         print(f"throughput, {name} / pipeline endpoint: {ratio:.2f}x")

@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-client-batch-size", type=int, default=32, help="texts per request; more is a 413 (default 32)")
     serve.add_argument("--max-queue", type=int, default=512, help="requests waiting; more is a 429 (default 512)")
     serve.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict (or set STANCERUN_API_KEY)")
+    serve.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                       help="a run's weights and activations, as for predict (default float32)")
 
     export = sub.add_parser("export", help="write a standalone transformers model (LoRA merged) with a model card")
     export.add_argument("run_dir", help="a run directory")

@@ -218,5 +218,6 @@ def serve(args) -> int:
     if args.max_wait_ms < 0:
         raise UsageError(f"--max-wait-ms: expected a number >= 0, got {args.max_wait_ms}")
     limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_client_batch_size, args.max_queue)
-    run_server(Path(args.run_dir), args.host, args.port, limits, args.api_key or os.environ.get("STANCERUN_API_KEY"))
+    run_server(Path(args.run_dir), args.host, args.port, limits, args.api_key or os.environ.get("STANCERUN_API_KEY"),
+               args.dtype)
     return 0

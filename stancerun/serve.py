@@ -49,11 +49,12 @@ class RequestError(Exception):
 class TorchPredictor:
     """A run directory's model, as `stancerun predict` loads and applies it."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, dtype: str = "float32"):
         from stancerun import artifacts
         from stancerun.predict import inference_device
 
-        self.saved = artifacts.load_model(run_dir / "model", device=inference_device())
+        self.saved = artifacts.load_model(run_dir / "model", device=inference_device(), dtype=dtype)
+        self.dtype = dtype
         self.info = self.saved.info
         self.max_length = self.saved.max_length
 
@@ -99,10 +100,14 @@ class OnnxPredictor:
         return onnx_logits(self.model, texts, pairs, batch_size=max(1, len(texts)))
 
 
-def predictor_for(path: Path):
+def predictor_for(path: Path, dtype: str = "float32"):
     from stancerun.onnxpredict import is_onnx_export
 
-    return OnnxPredictor(path) if is_onnx_export(path) else TorchPredictor(path)
+    if is_onnx_export(path):
+        if dtype != "float32":
+            raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
+        return OnnxPredictor(path)
+    return TorchPredictor(path, dtype)
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -305,7 +310,8 @@ class Metrics:
 
 
 # -- the app --------------------------------------------------------------------------------
-def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None = None, predictor_factory=None):
+def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None = None, predictor_factory=None,
+               dtype: str = "float32"):
     """The FastAPI app. The model loads in a thread when the app starts; /health is 503 until then."""
     from contextlib import asynccontextmanager
 
@@ -315,7 +321,7 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
     limits = limits or Limits()
     metrics = Metrics()
     state: dict = {"batcher": None, "error": None}
-    factory = predictor_factory or predictor_for
+    factory = predictor_factory or (lambda path: predictor_for(path, dtype))
 
     def load() -> None:
         try:
@@ -363,6 +369,7 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
                 "base_model": (model_info.get("components", {}).get("model", {}).get("options", {}).get("name")
                                or model_info.get("source")),
                 "text_pair_column": model_info.get("text_pair_column"), "max_input_length": predictor.max_length,
+                "dtype": getattr(predictor, "dtype", model_info.get("quantized") or "float32"),
                 "max_batch_size": limits.max_batch_size, "max_client_batch_size": limits.max_client_batch_size,
                 "max_wait_ms": limits.max_wait_ms, "max_queue": limits.max_queue, "run": run_summary(run_dir)}
 
@@ -405,7 +412,7 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
     return app
 
 
-def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None) -> None:
+def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None, dtype: str = "float32") -> None:
     import uvicorn
 
     from stancerun.onnxpredict import is_onnx_export
@@ -419,4 +426,6 @@ def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | No
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # One event loop, one inference thread; uvicorn handles SIGTERM: stop accepting, finish open requests.
-    uvicorn.run(create_app(run_dir, limits, api_key), host=host, port=port, log_level="warning", access_log=False)
+    if dtype != "float32" and is_onnx_export(run_dir):
+        raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
+    uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype), host=host, port=port, log_level="warning", access_log=False)

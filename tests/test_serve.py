@@ -213,3 +213,24 @@ def test_the_real_server_batches_a_burst_and_stops_on_sigterm(run_dir):
     assert [answers[i] for i in range(8)] == [r["label"] for r in predict(run_dir, texts[:8], None, 64)]
     # uvicorn re-raises the signal once it has shut down gracefully
     assert code in (0, -signal.SIGTERM), server.stdout.read()[-3000:]
+
+
+def test_serve_in_bfloat16_and_refuse_a_dtype_for_an_export(run_dir):
+    from fastapi.testclient import TestClient
+
+    from stancerun.artifacts import load_model
+    from stancerun.errors import UsageError
+    from stancerun.serve import predictor_for
+
+    with TestClient(create_app(run_dir, Limits(), None, dtype="bfloat16")) as client:
+        while client.get("/health").status_code != 200:
+            time.sleep(0.05)
+        assert client.get("/info").json()["dtype"] == "bfloat16"
+        answer = client.post("/predict", json={"inputs": TEXTS}).json()
+    expected = predict(run_dir, TEXTS, None, 64, saved=load_model(run_dir / "model", dtype="bfloat16"))
+    assert [a[0]["label"] for a in answer] == [e["label"] for e in expected]
+    export = run_dir.parent / "not-an-export"
+    export.mkdir(exist_ok=True)
+    (export / "stancerun.json").write_text(json.dumps({"format": "onnx"}))
+    with pytest.raises(UsageError, match="--dtype is for a run's torch model"):
+        predictor_for(export, "bfloat16")
