@@ -103,11 +103,16 @@ def stack_folding(info: dict, run_dir: Path, fine_tuned_only: bool) -> tuple[flo
     return entry["weights"][0], [b + o for b, o in zip(entry["bias"], entry["offsets"])]
 
 
-def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = False) -> Path:
+def check_paths(run_dir: Path, out_dir: Path) -> None:
+    """A run directory to export from, and a new or empty place to export to (every export)."""
     if not (run_dir / "model").is_dir():
         raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir}: exists and is not empty")
+
+
+def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = False) -> Path:
+    check_paths(run_dir, out_dir)
     info = artifacts.read_model_info(run_dir / "model")
     scale, shift = stack_folding(info, run_dir, fine_tuned_only)
     is_adapter = info.get("weights") == "adapter"

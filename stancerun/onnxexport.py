@@ -25,7 +25,7 @@ import numpy as np
 
 from stancerun import artifacts, tomlio
 from stancerun.errors import StancerunError, UsageError
-from stancerun.export import fold_scores, stack_folding
+from stancerun.export import check_paths, fold_scores, stack_folding
 from stancerun.onnxpredict import FORMAT, MODEL_FILE, load_onnx, onnx_logits
 
 #: Metrics the check can recompute from labels alone; any other headline is checked on accuracy.
@@ -186,10 +186,7 @@ def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreeme
     Returns what the check found (also in stancerun.json's "agreement")."""
     started = time.perf_counter()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not (run_dir / "model").is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UsageError(f"{out_dir}: exists and is not empty")
+    check_paths(run_dir, out_dir)
     info = artifacts.read_model_info(run_dir / "model")
     members = (info.get("ensemble") or {}).get("members")
     if members:  # what stack_folding refuses, said for this command

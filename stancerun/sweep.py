@@ -237,6 +237,11 @@ class Heartbeat:
 
 
 # -- pruning -----------------------------------------------------------------------------
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch` (or the only process): the one that talks to the study."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def shared(value):
     """``value`` as the main process has it, on every process (Accelerate's broadcast)."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -365,7 +370,7 @@ def work(sweep: Sweep, registry=None, quiet: bool = False, say=print) -> int:
     from stancerun.plugins import get_registry
 
     registry = registry or get_registry()
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = is_main_process()
     metric, _ = objective(sweep.experiment.config)
     ran = 0
     while True:

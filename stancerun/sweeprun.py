@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stancerun.config import Experiment
 from stancerun.errors import UsageError
-from stancerun.sweep import Sweep, create, open_sweep, public_url, shared, work
+from stancerun.sweep import Sweep, create, is_main_process, open_sweep, public_url, shared, work
 
 
 def run_sweep(experiment: Experiment, output_dir: str | None = None, workers: int = 1, storage: str | None = None,
@@ -19,7 +19,7 @@ def run_sweep(experiment: Experiment, output_dir: str | None = None, workers: in
     if workers > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--workers starts worker processes of its own; under `accelerate launch` each trial "
                          "already runs on every process: use one or the other")
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = is_main_process()
     directory = shared(str(create(experiment, output_dir, storage).directory) if main else None)
     sweep = open_sweep(directory, storage=storage)
     if workers > 1:
@@ -37,7 +37,7 @@ def join_sweep(target: str, storage: str | None = None, study_name: str | None =
     sweep = open_sweep(target, storage, study_name, output_dir)
     tag = f"[{socket.gethostname()} pid {os.getpid()}] "
     work(sweep, registry, quiet=quiet, say=lambda text: print(tag + text, flush=True))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         finish(sweep, registry, print_board=not quiet)
     return sweep.directory
 
@@ -46,9 +46,9 @@ def resume_sweep(directory: Path, storage: str | None = None, registry=None) -> 
     """Continue an interrupted sweep: trials of dead workers run again, queued ones run; a
     finished sweep is left as it is."""
     sweep = open_sweep(str(directory), storage)
-    requeued = sweep.requeue_abandoned() if int(os.environ.get("RANK", "0")) == 0 else []
+    requeued = sweep.requeue_abandoned() if is_main_process() else []
     ran = work(sweep, registry)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         if not ran and not requeued and (sweep.directory / "report.md").is_file():
             print(f"{sweep.directory}: every trial has finished; nothing to do")
         else:
