@@ -1,4 +1,4 @@
-from stancerun.cli import main
+from stancerun.cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -8,6 +8,7 @@ and ``plugins`` never import torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 COMMANDS = ("run", "validate", "plugins", "predict", "evaluate", "compare", "export", "resume", "sweep", "serve")
@@ -140,6 +141,33 @@ def main(argv: list[str] | None = None) -> int:
         _end_process_group()
 
 
+def entry() -> None:
+    """The `stancerun` command and `python -m stancerun`: main(), then the process's exit.
+
+    Under a launcher (WORLD_SIZE > 1) the exit skips the interpreter's finalization, after doing
+    its useful part by hand (non-daemon threads joined, atexit handlers run, output flushed).
+    Why: once DistributedDataParallel has wrapped a model, torch 2.13 keeps the gloo process
+    group alive past destroy_process_group(), and its worker threads release each finished
+    collective's tensors after the caller has moved on; a release needs the GIL, and a thread
+    that asks for the GIL during finalization ends the process with SIGABRT ("terminate called
+    without an active exception"). A sweep's last step is such a collective (the main process's
+    "no trial left"), and about one exit in six aborted (tests/test_sweep.py); a barrier before
+    leaving only moved the release into the barrier's own."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import atexit
+        import threading
+
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _end_process_group() -> None:
     """What accelerator.end_training() would do once per run, once per command: the runs of a
     sweep or a learning curve share one process group under `accelerate launch`."""
@@ -156,4 +184,4 @@ def _print_error(message: str) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    entry()

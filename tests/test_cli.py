@@ -51,6 +51,19 @@ def test_python_dash_m_and_console_script_agree():
     assert tomlio.loads(done.stdout)["name"] == "seed_notebook"
 
 
+def test_under_a_launcher_the_exit_keeps_the_code_and_the_output(tmp_path):
+    # WORLD_SIZE > 1: the process leaves through os._exit (cli.entry); its output and exit code
+    # must survive that.
+    env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1"}
+    done = subprocess.run([sys.executable, "-m", "stancerun", "validate", "experiments/seed_notebook.toml"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert tomlio.loads(done.stdout)["name"] == "seed_notebook"
+    done = subprocess.run([sys.executable, "-m", "stancerun", "validate", str(tmp_path / "missing.toml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "missing.toml" in done.stderr
+
+
 BROKEN = """
 [data]
 use = "csv"

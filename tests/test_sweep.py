@@ -184,7 +184,7 @@ def test_pruning_stops_every_accelerate_process(tmp_path, tiny_bert, stance_data
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                            "127.0.0.1", "--master_port", str(free_port()), "-m", "stancerun", "run", str(path),
                            "--output-dir", str(out)], capture_output=True, text=True, timeout=600, env=ENV)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[:4000]  # the processes speak first, then the launcher
     rows = trials(out)["rows"]
     assert [r["state"] for r in rows] == ["complete", "pruned"]
     assert json.loads((out / "trial-000" / "environment.json").read_text())["world_size"] == 2
