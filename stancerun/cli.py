@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="resolve and check an experiment; print it as TOML (never imports torch)")
     _add_experiment(validate)
 
-    sub.add_parser("plugins", help="list every plugin, its distribution and version, and what it registers")
+    plugins = sub.add_parser("plugins", help="list every plugin, its distribution and version, and what it registers")
+    plugins.add_argument("--verbose", "-v", action="store_true",
+                         help="also each component's options (type, default or required) and its docstring's first sentence")
+    plugins.add_argument("--json", action="store_true",
+                         help="print everything --verbose shows, clashes and unknown allow-list names as JSON")
 
     predict = sub.add_parser("predict", help="classify texts with a run's saved model")
     predict.add_argument("run_dir", help="a run directory (holds model/), or an ONNX export of one (stancerun export --onnx)")

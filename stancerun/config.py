@@ -183,6 +183,19 @@ def options_schema(target) -> tuple[dict[str, tuple[Any, Any]], bool]:
     return schema, extra
 
 
+REQUIRED = inspect.Parameter.empty  # the "default" of an option without one
+
+
+def option_rows(target) -> tuple[list[tuple[str, str, Any]], bool]:
+    """(name, what it expects in words, default or :data:`REQUIRED`) per option, read by
+    :func:`options_schema` as validation reads them, and whether other keys are taken too; for
+    ``stancerun plugins --verbose``. Defaults are shown as ``validate`` writes them."""
+    schema, extra = options_schema(target)
+    rows = [(name, describe(annotation), default if default is REQUIRED else to_plain(default))
+            for name, (annotation, default) in schema.items()]
+    return rows, extra
+
+
 class Validator:
     """Collects every problem of one experiment instead of stopping at the first."""
 

@@ -83,7 +83,8 @@ def describe(annotation) -> str:
     """What an annotation expects, in words."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Annotated:
-        base = describe(args[0])
+        files = [m for m in args[1:] if isinstance(m, FileMarker)]
+        base = f"a path to a {'directory' if files[0].directory else 'file'}" if files else describe(args[0])
         ranges = [m.describe() for m in args[1:] if isinstance(m, Range)]
         return f"{base} {' and '.join(ranges)}" if ranges else base
     if annotation is bool:

@@ -21,6 +21,17 @@ class Component:
     plugin: str
 
 
+@dataclass(frozen=True)
+class Clash:
+    """Two plugins that claim one name. A strict registry raises it; a lenient one (for
+    `stancerun plugins`) keeps the first claimant and records it."""
+
+    kind: str  # a noun ("metric", ...), or "plugin" when two plugins share a plugin name
+    name: str
+    between: tuple[str, str]  # the two plugins; for kind "plugin", their two distributions
+    message: str
+
+
 @dataclass
 class PluginInfo:
     name: str
@@ -33,6 +44,8 @@ class PluginInfo:
 class Registry:
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
+    strict: bool = True  # False: clashes are recorded in `clashes` instead of raised
+    clashes: list[Clash] = field(default_factory=list)
 
     def register(self, kind: str, name: str, factory: Callable, plugin: str) -> None:
         if not isinstance(name, str) or not name:
@@ -42,10 +55,13 @@ class Registry:
         existing = self.components[kind].get(name)
         if existing is not None:
             # Never rename or shadow silently: which one runs would depend on install order.
-            raise UsageError(
-                f"{NOUNS[kind]} '{name}' is registered by two plugins: '{existing.plugin}' and '{plugin}'; "
-                f"uninstall one, or list the one you want in STANCERUN_LOAD_PLUGINS"
-            )
+            clash = Clash(NOUNS[kind], name, (existing.plugin, plugin),
+                          f"{NOUNS[kind]} '{name}' is registered by two plugins: '{existing.plugin}' and '{plugin}'; "
+                          f"uninstall one, or list the one you want in STANCERUN_LOAD_PLUGINS")
+            if self.strict:
+                raise UsageError(clash.message)
+            self.clashes.append(clash)
+            return
         self.components[kind][name] = Component(kind, name, factory, plugin)
 
     def get(self, kind: str, name: str) -> Component:

@@ -36,8 +36,9 @@ def run_probe(args, cwd=ROOT):
     return result, done
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", "experiments/lora_r8.toml"], ["plugins"]],
-                         ids=["help", "validate", "plugins"])
+@pytest.mark.parametrize("args", [["--help"], ["validate", "experiments/lora_r8.toml"], ["plugins"], ["plugins", "--verbose"],
+                                  ["plugins", "--json"]],
+                         ids=["help", "validate", "plugins", "plugins-verbose", "plugins-json"])
 def test_light_commands_import_no_heavy_module(args):
     result, done = run_probe(args)
     assert result["code"] in (0, None), done.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import re
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -109,7 +112,8 @@ def test_allow_list_keeps_unlisted_distributions_out(install, monkeypatch):
     assert "cohen_kappa" not in get_registry().names("metrics")
     plugins.reset()
     monkeypatch.setenv(plugins.ALLOW_ENV, "other, acme_stance")  # names are normalised
-    assert "cohen_kappa" in get_registry().names("metrics")
+    with pytest.warns(PluginWarning, match="names 'other', which no installed plugin distribution is"):
+        assert "cohen_kappa" in get_registry().names("metrics")
     plugins.reset()
     monkeypatch.delenv(plugins.ALLOW_ENV)  # unset: everything installed loads
     assert "cohen_kappa" in get_registry().names("metrics")
@@ -213,3 +217,132 @@ def test_a_third_party_baseline_is_scored_and_stacked_like_a_builtin(install, mo
     fitted = baselines.fit(registry, config["evaluation"]["baselines"], Examples(["a", "b", "c"], [0, 0, 1]), ["x", "y"])
     scores = baselines.score_all(fitted, {"validation": Examples(["d"], [0])}, 2)["validation"]
     assert set(scores) == {"majority", "prior"} and scores["prior"].argmax() == 0
+
+
+# -- `stancerun plugins`: --verbose, --json, clashes and the allow-list's unknown names -------
+def test_plugins_verbose_shows_options_read_from_the_signature(capsys):
+    from stancerun.cli import main
+
+    assert main(["plugins", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset csv (plugin data): CSV files with a header row (UTF-8)." in out
+    assert re.search(r"\n +train +a path to a file +required", out)
+    assert re.search(r"\n +delimiter +a string +','", out)
+    assert "metric accuracy (plugin metrics): Share of examples whose predicted class is the true class." in out
+    assert re.search(r"\n +average +one of 'macro', 'weighted', 'per_class' +'macro'", out)
+
+
+def test_plugins_json_is_the_same_information_for_tools(capsys):
+    from stancerun.cli import main
+
+    assert main(["plugins", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"plugins", "components", "clashes", "unknown_allowed"}
+    assert {"name": "data", "distribution": "stancerun", "version": importlib.metadata.version("stancerun"),
+            "error": None} in report["plugins"]
+    csv = next(c for c in report["components"] if (c["kind"], c["name"]) == ("dataset", "csv"))
+    assert csv["plugin"] == "data" and csv["doc"] == "CSV files with a header row (UTF-8)."
+    options = {o["name"]: o for o in csv["options"]}
+    assert options["train"] == {"name": "train", "type": "a path to a file", "default": None, "required": True}
+    assert options["delimiter"] == {"name": "delimiter", "type": "a string", "default": ",", "required": False}
+    assert options["split"]["default"] == {"test_size": 0.2, "seed": 42, "stratify": True}  # as validate writes it
+    assert report["clashes"] == [] and report["unknown_allowed"] == []
+
+
+def odd_plugin() -> types.ModuleType:
+    """Factories `stancerun plugins` must describe without choking: defaults JSON cannot carry,
+    **kwargs, and a callable whose signature cannot be read."""
+    module = types.ModuleType("odd_stance")
+
+    def where(*, path=Path("x"), ratio: float = float("nan"), **rest):
+        """Somewhere."""
+
+    @stancerun.hookimpl
+    def stancerun_register_metrics(register):
+        print("odd plugin says hello")  # must not end up inside `plugins --json`
+        register("where", where)
+        register("unreadable", dict)
+
+    module.stancerun_register_metrics = stancerun_register_metrics
+    return module
+
+
+def test_plugins_describes_odd_factories_without_failing(install, monkeypatch, capsys):
+    from stancerun.cli import main
+
+    monkeypatch.setenv(plugins.ALLOW_ENV, "odd-stance")
+    install(FakeDistribution("odd-stance", "1.0", {"odd": "odd_stance"}), modules={"odd_stance": odd_plugin()})
+    assert main(["plugins", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "odd plugin says hello" in err
+    components = {c["name"]: c for c in json.loads(out)["components"] if c["plugin"] == "odd"}
+    assert [o["default"] for o in components["where"]["options"]] == [repr(Path("x")), "nan"]
+    assert components["where"]["other_options"] is True
+    assert components["unreadable"]["error"].startswith("cannot read its options: ValueError")
+    assert main(["plugins", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "(any other key)" in out and "cannot read its options" in out and "Traceback" not in out
+
+
+def test_a_clash_is_shown_by_plugins_and_stops_validate(install, monkeypatch, capsys, tmp_path):
+    from stancerun.cli import main
+
+    monkeypatch.setenv(plugins.ALLOW_ENV, "acme-stance")
+    install(FakeDistribution("acme-stance", "1.0", {"acme": "acme_stance"}),
+            modules={"acme_stance": metric_plugin("acme_stance", "accuracy")})
+    message = "metric 'accuracy' is registered by two plugins: 'metrics' and 'acme'"
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "clash: " + message in out
+    assert main(["plugins", "--json"]) == 0
+    clashes = json.loads(capsys.readouterr().out)["clashes"]
+    assert [(c["kind"], c["name"], c["between"]) for c in clashes] == [("metric", "accuracy", ["metrics", "acme"])]
+    assert clashes[0]["message"].startswith(message)
+    # Everything that runs experiments still refuses to guess which 'accuracy' is meant.
+    plugins.reset()
+    with pytest.raises(UsageError, match=message):
+        get_registry()
+    plugins.reset()
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
+    (tmp_path / "e.toml").write_text('[data]\nuse = "csv"\ntrain = "t.csv"\n')
+    assert main(["validate", str(tmp_path / "e.toml")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_two_plugins_of_one_name_are_shown_by_plugins(install, monkeypatch, capsys):
+    from stancerun.cli import main
+
+    monkeypatch.setenv(plugins.ALLOW_ENV, "acme-one,acme-two")
+    install(FakeDistribution("acme-one", "1.0", {"acme": "acme_one"}), FakeDistribution("acme-two", "2.0", {"acme": "acme_two"}),
+            modules={"acme_one": metric_plugin("acme_one", "kappa"), "acme_two": metric_plugin("acme_two", "kappa2")})
+    assert main(["plugins", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(c["kind"], c["name"], c["between"]) for c in report["clashes"]] == [("plugin", "acme", ["acme-one", "acme-two"])]
+    second = next(p for p in report["plugins"] if p["distribution"] == "acme-two")
+    assert second["error"] == "not loaded: its name is taken by plugin 'acme' of 'acme-one'"
+    names = {c["name"] for c in report["components"] if c["plugin"] == "acme"}
+    assert "kappa" in names and "kappa2" not in names
+    assert main(["plugins"]) == 0
+    assert "clash: two plugins are named 'acme': one from 'acme-one' and one from 'acme-two'" in capsys.readouterr().out
+    plugins.reset()
+    with pytest.raises(UsageError, match="two plugins are named 'acme'"):
+        get_registry()
+
+
+def test_an_allow_list_name_that_is_not_installed_is_reported(install, monkeypatch, capsys):
+    from stancerun.cli import main
+
+    monkeypatch.setenv(plugins.ALLOW_ENV, "acme_stance, foo-bar, stancerun")  # stancerun itself is always known
+    install(FakeDistribution("acme-stance", "1.0", {"acme": "acme_stance"}),
+            modules={"acme_stance": metric_plugin("acme_stance", "cohen_kappa")})
+    message = "STANCERUN_LOAD_PLUGINS names 'foo-bar', which no installed plugin distribution is; installed plugin distributions: "
+    assert main(["plugins"]) == 0
+    out, err = capsys.readouterr()
+    assert message in out and "acme-stance" in out.split(message)[1] and "PluginWarning" not in err
+    assert main(["plugins", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unknown_allowed"] == ["foo-bar"]
+    plugins.reset()
+    with pytest.warns(PluginWarning, match=re.escape(message)):
+        registry = get_registry()
+    assert "cohen_kappa" in registry.names("metrics")  # the names that are installed still load
