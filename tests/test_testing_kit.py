@@ -124,3 +124,37 @@ def test_the_kit_needs_no_conftest(pytester):
     """)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+class BitFit:
+    """A third-party adapter: train the biases and the classification head, freeze the rest."""
+
+    def apply(self, loaded):
+        from stancerun_adapters import head_modules  # the built-in frozen adapter's idea of "the head"
+
+        head = head_modules(loaded)
+        for name, param in loaded.model.named_parameters():
+            param.requires_grad = name.endswith(".bias") or any(name.startswith(h + ".") for h in head)
+        return loaded.model
+
+
+class BitFitPlugin:
+    @staticmethod
+    @stancerun.hookimpl
+    def stancerun_register_adapters(register):
+        register("bitfit", lambda: BitFit())
+
+
+def test_an_adapter_from_a_plugin_trains_and_its_model_reloads(stancerun_plugin, stancerun_experiment, stancerun_run):
+    # The adapter hook through the plugin door: an adapter without save/restore leaves saving the
+    # whole model to the model plugin, and the reloaded model must predict what the run did.
+    import csv
+
+    from stancerun.predict import predict
+
+    stancerun_plugin(BitFitPlugin, name="bitfit")
+    run_dir = stancerun_run(stancerun_experiment('[adapter]\nuse = "bitfit"\n'))
+    with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    again = predict(run_dir, [r["text"] for r in rows], None, 16)
+    assert [r["label"] for r in again] == [r["prediction"] for r in rows]
