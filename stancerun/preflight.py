@@ -40,8 +40,11 @@ def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
                 add(f"ensemble.stack[{i}]", [f"baseline '{name}' cannot be stacked: it has no save()/restore() to ship "
                                              "inside the model (see stancerun.contracts.Baseline)"])
 
+    # Every metric is built, labels known or not: a factory that cannot work here (an evaluate
+    # metric neither cached nor reachable) stops validate and run now, not after training.
+    metrics = [build(registry, "metrics", table) for table in config["metrics"]]
     if labels is not None:
-        produced = [metric_keys(build(registry, "metrics", table), labels) for table in config["metrics"]]
+        produced = [metric_keys(metric, labels) for metric in metrics]
         keys = {"loss"} | {key for found_keys in produced for key in found_keys or ()}
         wanted = [("training.metric_for_best_model", config["training"]["metric_for_best_model"])]
         if config["evaluation"].get("headline"):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
@@ -10,6 +11,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
+# evaluate copies every metric script it loads (tests/test_hf_evaluate.py) into its modules cache:
+# the suite's copies go to a folder of its own, not the user's ~/.cache.
+os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="stancerun-tests-hf-modules-")
 
 
 @pytest.fixture(autouse=True)

@@ -73,7 +73,8 @@ def test_builtins_register_every_component(builtin_registry):
     assert builtin_registry.names("datasets") == ["csv", "hf", "inline", "jsonl"]
     assert builtin_registry.names("models") == ["hf", "sentence"]
     assert builtin_registry.names("adapters") == ["contrastive", "frozen", "full", "lora"]
-    assert builtin_registry.names("metrics") == ["accuracy", "f1", "f1_favor_against", "mae", "mse", "precision", "recall"]
+    assert builtin_registry.names("metrics") == ["accuracy", "f1", "f1_favor_against", "hf_evaluate", "mae", "mse",
+                                                 "precision", "recall"]
     assert builtin_registry.names("callbacks") == ["early_stopping", "tensorboard", "wandb"]
     assert builtin_registry.names("baselines") == ["embedding_probe", "majority", "ngram_svm", "tfidf"]
     owners = {p.name: p.distribution for p in builtin_registry.plugins}

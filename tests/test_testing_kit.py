@@ -14,7 +14,7 @@ from stancerun.config import load_experiment
 
 pytest_plugins = ["pytester"]
 
-BUILTIN_METRICS = ["accuracy", "f1", "f1_favor_against", "mae", "mse", "precision", "recall"]
+BUILTIN_METRICS = ["accuracy", "f1", "f1_favor_against", "hf_evaluate", "mae", "mse", "precision", "recall"]
 
 
 def error_rate(*, offset: float = 0.0):

@@ -2,7 +2,8 @@
 
 Each factory takes the options of its [[metrics]] table and returns ``compute(pred)`` ->
 ``dict[str, float]``. Key names: ``accuracy``, ``f1_macro``, ``precision_weighted``,
-``recall_<label>`` (per class), ``f1_favor_against``, ``mse``, ``mae``.
+``recall_<label>`` (per class), ``f1_favor_against``, ``mse``, ``mae``. ``hf_evaluate`` (its own
+module) bridges to the Hugging Face evaluate library, imported only when an experiment uses it.
 """
 
 from __future__ import annotations
@@ -159,7 +160,13 @@ def _id_error(cm, power):
     return (cm * cost).sum(axis=(-2, -1)) / cm.sum(axis=(-2, -1))
 
 
+#: The scikit-learn metrics (named by hf_evaluate's errors as the offline alternatives).
+BUILTIN = (accuracy, f1, precision, recall, f1_favor_against, mse, mae)
+
+
 @stancerun.hookimpl
 def stancerun_register_metrics(register):
-    for factory in (accuracy, f1, precision, recall, f1_favor_against, mse, mae):
+    from stancerun_metrics.hf_evaluate import hf_evaluate
+
+    for factory in (*BUILTIN, hf_evaluate):
         register(factory.__name__, factory)
