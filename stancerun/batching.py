@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stancerun.batchorder import sorted_batches  # noqa: F401  (torch-free; imported from here too)
 from stancerun.datasets import Examples
 
 #: How many batches a shuffled "mega-batch" spans before sorting it by length
@@ -122,12 +123,6 @@ class LengthBucketBatches(torch.utils.data.Sampler):
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
         yield from batches
-
-
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Evaluation/prediction batches, longest first; results are put back in input order by index."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def model_inputs(batch: dict) -> dict:

@@ -179,15 +179,11 @@ def predict(args) -> int:
 
     from stancerun import artifacts
     from stancerun.errors import UsageError
-    from stancerun.onnxpredict import is_onnx_export, predict_onnx, read_info
+    from stancerun.onnxpredict import check_model_dir, predict_onnx, read_info
     from stancerun.predict import dtype_note, format_rows, inference_device, predict, read_inputs
 
     run_dir = Path(args.run_dir)
-    onnx = is_onnx_export(run_dir)  # `stancerun export --onnx`: onnxruntime, and torch is never imported
-    if not onnx and not (run_dir / "model").is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no model/ inside) nor an ONNX export (stancerun export --onnx)")
-    if onnx and args.dtype != "float32":
-        raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
+    onnx = check_model_dir(run_dir, args.dtype)  # an ONNX export: onnxruntime, and torch is never imported
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts on the command line or --input FILE (one of the two)")
     # The input is checked before the model loads: a wrong column fails in 0.2 s, not after 3.5 s of loading.

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stancerun.artifacts import MODEL_INFO
+from stancerun.batchorder import sorted_batches
 from stancerun.errors import UsageError
 
 FORMAT = "onnx"  # stancerun.json "format" of an ONNX export
@@ -37,6 +38,17 @@ def is_onnx_export(path) -> bool:
     """Whether ``path`` is a directory written by ``stancerun.onnxexport.export_onnx``."""
     info = read_info(Path(path))
     return bool(info) and info.get("format") == FORMAT
+
+
+def check_model_dir(path, dtype: str = "float32") -> bool:
+    """What `predict` and `serve` were given: True for an ONNX export, False for a run directory;
+    a UsageError for anything else, or for a dtype asked of an export (it runs as exported)."""
+    onnx = is_onnx_export(path)
+    if not onnx and not (Path(path) / "model").is_dir():
+        raise UsageError(f"{path}: not a run directory (no model/ inside) nor an ONNX export (stancerun export --onnx)")
+    if onnx and dtype != "float32":
+        raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
+    return onnx
 
 
 class RustTokenizer:
@@ -127,12 +139,6 @@ def load_onnx(export_dir, threads: int | None = None) -> OnnxModel:
     else:
         tokenizer = AutoTokenizerAdapter(export_dir, max_length)
     return OnnxModel(session, tokenizer, info, [i.name for i in session.get_inputs()])
-
-
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Longest first, as stancerun.batching.sorted_batches (which lives beside torch code)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def joined(model: OnnxModel, texts: list[str], pairs: list[str] | None) -> tuple[list[str], list[str] | None]:

@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
-from stancerun.errors import UsageError
-
 
 @dataclass
 class Limits:
@@ -101,13 +99,9 @@ class OnnxPredictor:
 
 
 def predictor_for(path: Path, dtype: str = "float32"):
-    from stancerun.onnxpredict import is_onnx_export
+    from stancerun.onnxpredict import check_model_dir
 
-    if is_onnx_export(path):
-        if dtype != "float32":
-            raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
-        return OnnxPredictor(path)
-    return TorchPredictor(path, dtype)
+    return OnnxPredictor(path) if check_model_dir(path, dtype) else TorchPredictor(path, dtype)
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -415,10 +409,9 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
 def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None, dtype: str = "float32") -> None:
     import uvicorn
 
-    from stancerun.onnxpredict import is_onnx_export
+    from stancerun.onnxpredict import check_model_dir
 
-    if not (run_dir / "model").is_dir() and not is_onnx_export(run_dir):
-        raise UsageError(f"{run_dir}: not a run directory (no model/ inside) nor an ONNX export (stancerun export --onnx)")
+    check_model_dir(run_dir, dtype)  # here, not only in the loading thread: bad input exits 2 before uvicorn starts
     # Before torch loads. OpenMP's threads spin after each parallel region by default, taking the
     # cores from the event loop's thread between passes: under load the server answered 8 requests/s
     # spinning and 100 passive (benchmarks/serve.py, 2 cores). The inference thread tokenizes and runs
@@ -426,6 +419,4 @@ def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | No
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # One event loop, one inference thread; uvicorn handles SIGTERM: stop accepting, finish open requests.
-    if dtype != "float32" and is_onnx_export(run_dir):
-        raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
     uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype), host=host, port=port, log_level="warning", access_log=False)
