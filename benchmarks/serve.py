@@ -235,11 +235,11 @@ def summarize(rounds: list[list[dict]]) -> list[dict]:
     the same round (median, and the lowest), and the lowest label agreement of any round."""
     import statistics
 
+    by_name = [{r["contender"]: r for r in round_rows} for round_rows in rounds]
     summary = []
-    for name in [r["contender"] for r in rounds[0]]:
-        rows = [next(r for r in rows if r["contender"] == name) for rows in rounds]
-        ratios = [next(r for r in rows_ if r["contender"] == name)["requests_per_s"]
-                  / next(r for r in rows_ if r["contender"] == PIPELINE)["requests_per_s"] for rows_ in rounds]
+    for name in by_name[0]:
+        rows = [found[name] for found in by_name]
+        ratios = [found[name]["requests_per_s"] / found[PIPELINE]["requests_per_s"] for found in by_name]
         batches = [r["batches"]["mean_batch_size"] for r in rows if r["batches"]]
         summary.append({
             "contender": name,
