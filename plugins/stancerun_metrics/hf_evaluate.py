@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from stancerun.errors import UsageError
+from stancerun_metrics import _names as label_names  # the built-ins' per-class key names
 
 #: evaluate metric -> the built-in metric (scikit-learn, no download) that computes the same.
 BUILTIN_TWIN = {"accuracy": "accuracy", "f1": "f1", "precision": "precision", "recall": "recall",
@@ -52,7 +53,7 @@ def hf_evaluate(*, name: str, prefix: str = "", config_name: str | None = None, 
         results = metric.compute(predictions=pred.predictions, references=pred.labels, **options)
         found: dict[str, float] = {}
         for key, value in (results or {}).items():
-            _numbers(str(key), value, _names(pred), found)
+            _numbers(str(key), value, label_names(pred), found)
         if not found:
             raise ValueError(f"metric 'hf_evaluate' ({name}) returned no number: {results!r}")
         return {prefix + key: value for key, value in found.items()}
@@ -157,11 +158,6 @@ def _check_options(metric, name: str, options: dict) -> None:
 
 
 # -- results ------------------------------------------------------------------------------------
-def _names(pred) -> list[str]:
-    n = pred.logits.shape[-1] if pred.logits.ndim else 0
-    return pred.label_names if len(pred.label_names) == n else [str(i) for i in range(n)]
-
-
 def _numbers(key: str, value, names: list[str], found: dict) -> None:
     """The numbers in one result, as flat keys (see the module's docstring)."""
     import numpy as np
