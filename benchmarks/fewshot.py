@@ -4,7 +4,7 @@
     python benchmarks/fewshot.py --data demo --sizes 8 --draws 2  # one piece; rerun to add more
     python benchmarks/fewshot.py --summary-only                   # the table from what is done
 
-For each data set, size k (examples per class) and draw d, `stancerun.curve.draw(pool, k, 1000 * k + d)`
+For each data set, size k (examples per class) and draw d, `stancerun.studies.curve.draw(pool, k, 1000 * k + d)`
 takes k training and k validation examples per class from the pool, and every contender trains on that
 same draw and is scored by macro-F1 on the same scoring split, which no draw ever touches:
 
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from stancerun.datasets import Examples
+    from stancerun.data.rows import Examples
 
 ROOT = Path(__file__).resolve().parents[1]
 TWEETEVAL_DIR = ROOT.parent / "shared" / "data" / "tweeteval_stance"  # licensed: read in place, never copied
@@ -123,7 +123,7 @@ def csv_table(labels: list[str], **files: str) -> dict:
 
 def read_examples(table: dict, path: str, labels: list[str], registry):
     """Labelled examples of one file, read by stancerun's own dataset plugin with ``table``'s columns."""
-    from stancerun.config import build
+    from stancerun.config.experiment import build
 
     return build(registry, "datasets", table).read(path, labels)
 
@@ -136,7 +136,7 @@ def subsample(examples, limit: int | None, seed: int = 0):
 
 
 def load_data(name: str, registry, test_limit: int | None = None, tweeteval_dir: Path = TWEETEVAL_DIR) -> DataSet:
-    from stancerun.datasets import concat
+    from stancerun.data.rows import concat
 
     if name == "tweeteval":
         labels = ["against", "none", "favor"]  # as benchmarks/tweeteval_stance.toml
@@ -181,7 +181,7 @@ def draw_seed(k: int, draw: int) -> int:
 
 
 def draw(pool, k: int, seed: int):
-    from stancerun import curve
+    from stancerun.studies import curve
 
     return curve.draw(pool, k, seed)
 
@@ -263,7 +263,7 @@ def probe_all(data: DataSet, train, validation, ctx: Context) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
-    from stancerun.datasets import concat
+    from stancerun.data.rows import concat
 
     scoring = ctx.scoring_embeddings(data)
     both = concat(train, validation)
@@ -278,7 +278,7 @@ def probe_all(data: DataSet, train, validation, ctx: Context) -> dict:
 
 def setfit_all(data: DataSet, train, validation, ctx: Context) -> dict:
     """setfit trained on train + validation (it chooses nothing on validation)."""
-    from stancerun.datasets import concat
+    from stancerun.data.rows import concat
 
     return setfit(data, concat(train, validation), validation, ctx)
 
@@ -308,7 +308,7 @@ def setfit(data: DataSet, train, validation, ctx: Context) -> dict:
 
 def recipe_sha(path: Path) -> str:
     """The content of a recipe and of every file in its ``extends`` chain."""
-    from stancerun import tomlio
+    from stancerun.config import tomlio
 
     digest, path, seen = hashlib.sha256(), Path(path).resolve(), set()
     while path is not None and path not in seen:
@@ -325,9 +325,9 @@ def experiment_for(recipe: Path, data_table: dict, overrides: dict, folder: Path
     benchmarks/tweeteval_stance.toml does), ``overrides`` merged in, no plots, and no baselines but
     those its [ensemble] stacks (they are part of the model it ships). The run gets its splits from
     the caller; [data] names the files they come from."""
-    from stancerun import tomlio
-    from stancerun.config import load_experiment
-    from stancerun.schema import baseline_rows
+    from stancerun.config import tomlio
+    from stancerun.config.experiment import load_experiment
+    from stancerun.config.schema import baseline_rows
 
     def load(extra: dict):
         path = folder / f"{recipe.stem}.toml"
@@ -353,8 +353,8 @@ def experiment_for(recipe: Path, data_table: dict, overrides: dict, folder: Path
 
 def stancerun_contender(contender: str) -> Callable:
     def run(data: DataSet, train, validation, ctx: Context) -> dict:
-        from stancerun.datasets import Splits
-        from stancerun.runner import run_experiment
+        from stancerun.data.rows import Splits
+        from stancerun.engine.run import run_experiment
 
         with tempfile.TemporaryDirectory(prefix=f"fewshot-{contender}-", dir=ctx.work) as tmp:
             experiment = experiment_for(ctx.recipes[contender], data.table, ctx.overrides(contender), Path(tmp),
@@ -415,7 +415,7 @@ def benchmark(datasets: list[DataSet], sizes: list[int], draws: int, ctx: Contex
               run: tuple[str, ...] = CONTENDERS, force: bool = False, log=print) -> tuple[list[dict], list[dict]]:
     """Run what the cache lacks of ``run`` over datasets x sizes x draws; (the cache's records for
     every contender on that grid, the runs that failed here)."""
-    from stancerun import curve
+    from stancerun.studies import curve
 
     cached = read_cache(cache)
     available = [c for c in CONTENDERS if c not in RECIPES or ctx.recipes.get(c) and Path(ctx.recipes[c]).is_file()]
@@ -475,7 +475,7 @@ def summarise(records: list[dict], data_names: list[str], sizes: list[int], draw
     """Per (data, k, contender): macro-F1 over draws (mean, std, t-interval), mean seconds; per
     (data, k, other contender): ``new`` minus it, the mean of per-draw paired differences with a
     t-interval over the draws both have; and every cell with fewer draws than asked."""
-    from stancerun.stats import aggregate
+    from stancerun.evaluation.stats import aggregate
 
     runs: dict[tuple, dict[int, dict]] = {}
     for r in records:
@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     import stancerun_hf
 
     from stancerun.errors import UsageError
-    from stancerun.plugins import get_registry
+    from stancerun.registry.discovery import get_registry
 
     registry = get_registry()
     recipes = dict(RECIPES)
@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
               "contenders": {c: {"title": TITLES[c], "recipe": str(recipes[c].relative_to(ROOT)) if c in recipes else None,
                                  "recipe_sha": recipe_sha(recipes[c]) if c in recipes and recipes[c].is_file() else None,
                                  "settings": settings[c]} for c in CONTENDERS},
-              "draw_seed": "1000 * k + draw (draw 0-based), stancerun.curve.draw(pool, k, seed)", "times": TIMES,
+              "draw_seed": "1000 * k + draw (draw 0-based), stancerun.studies.curve.draw(pool, k, seed)", "times": TIMES,
               **{k: v for k, v in summary.items() if k != "contenders"}, "failed": failures}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(finite(report), indent=2) + "\n", encoding="utf-8")

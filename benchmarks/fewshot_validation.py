@@ -81,9 +81,9 @@ def settings(variant: str) -> str | None:
 def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log=print) -> None:
     from stancerun_hf import resolve_model
 
-    from stancerun import tomlio
-    from stancerun.datasets import concat
-    from stancerun.plugins import get_registry
+    from stancerun.config import tomlio
+    from stancerun.data.rows import concat
+    from stancerun.registry.discovery import get_registry
 
     registry = get_registry()
     keys = {variant: settings(variant) for variant in variants}

@@ -105,8 +105,8 @@ use = "accuracy"
 def stancerun_run(train_csv: Path, n_train: int, epochs, batch, work: Path) -> dict:
     import torch
 
-    from stancerun.config import load_experiment
-    from stancerun.runner import run_experiment
+    from stancerun.config.experiment import load_experiment
+    from stancerun.engine.run import run_experiment
 
     path = work / f"c-{batch}.toml"
     path.write_text(EXPERIMENT.format(seed=SEED, train=train_csv.resolve().as_posix(), labels=json.dumps(LABELS), model=MODEL,

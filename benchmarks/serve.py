@@ -179,9 +179,9 @@ def main() -> None:
     script.write_text(PIPELINE_APP)
 
     sys.path.insert(0, str(ROOT))
-    from stancerun.artifacts import load_model
-    from stancerun.onnxpredict import predict_onnx
-    from stancerun.predict import predict
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.inference.onnx_predict import predict_onnx
+    from stancerun.inference.predict import predict
 
     # Each server's answers against `stancerun predict` on what it serves (the run, or the export).
     float32 = [r["label"] for r in predict(run, texts, None, 64)]

@@ -42,8 +42,8 @@ def validation_cv(logits, scores: dict, labels, names, metric_fn, headline: str,
     scored on the other fifth, 5 folds x 10 repeats; the mean of the pooled out-of-fold scores."""
     from sklearn.model_selection import StratifiedKFold
 
-    from stancerun import ensemble
-    from stancerun.prediction import EvalPrediction
+    from stancerun.evaluation import ensemble
+    from stancerun.contracts import EvalPrediction
 
     found = {"fine-tuned alone": {k: float(v) for k, v in metric_fn(EvalPrediction(logits, labels, names)).items()
                                   if k in (headline, "f1_macro")}}
@@ -70,22 +70,24 @@ def run_experiment(experiment: Path, out: Path) -> tuple[Path, float]:
 
 
 def interval(pred, metric_fn, keys) -> dict:
-    from stancerun import stats
+    from stancerun.evaluation import stats
 
     found = stats.bootstrap_ci(pred, metric_fn, RESAMPLES, 0, 0.95)
     return {k: found[k] for k in keys}
 
 
 def analyse(run_dir: Path) -> dict:
-    from stancerun import baselines, ensemble, tomlio
-    from stancerun.analysis import headline_key
-    from stancerun.artifacts import load_model
-    from stancerun.components import combined_metrics
-    from stancerun.config import build
-    from stancerun.plugins import get_registry
-    from stancerun.predict import predict_logits
-    from stancerun.prediction import EvalPrediction
-    from stancerun.stats import paired_bootstrap
+    from stancerun.evaluation import baselines
+    from stancerun.evaluation import ensemble
+    from stancerun.config import tomlio
+    from stancerun.evaluation.analysis import headline_key
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.components.assembly import combined_metrics
+    from stancerun.config.experiment import build
+    from stancerun.registry.discovery import get_registry
+    from stancerun.inference.predict import predict_logits
+    from stancerun.contracts import EvalPrediction
+    from stancerun.evaluation.stats import paired_bootstrap
 
     registry = get_registry()
     config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))

@@ -6,7 +6,7 @@ shared folder: its licence forbids copying it into this repository):
 
   training   (a) the seed recipe: Trainer, every text padded to 512 tokens
              (b) a hand-tuned Trainer: dynamic padding, length grouping, max_length 128
-             (c) stancerun.runner.run_experiment on an equivalent experiment
+             (c) stancerun.engine.run.run_experiment on an equivalent experiment
   predict    with the model trained in (c): `stancerun predict` (float32 and bfloat16), the
              seed notebook's one-text loop and a transformers.pipeline (batch 64) script, each
              as a whole process; then the two loops and stancerun's predict() in-process
@@ -337,11 +337,11 @@ def stancerun_run(train: Split, evaluation: Split, schedule: Schedule, work: Pat
     Training throughput comes from results.json (``train.runtime_s`` is the wall time of the
     training loop alone: no loading, baseline evaluation or saving). ``run_experiment`` does not
     time its evaluations, so evaluation throughput is timed here the way stancerun evaluates:
-    the saved model, length-sorted batches of 64 (stancerun.predict.predict_logits)."""
-    from stancerun.artifacts import load_model
-    from stancerun.config import load_experiment
-    from stancerun.predict import predict_logits
-    from stancerun.runner import run_experiment
+    the saved model, length-sorted batches of 64 (stancerun.inference.predict.predict_logits)."""
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.config.experiment import load_experiment
+    from stancerun.inference.predict import predict_logits
+    from stancerun.engine.run import run_experiment
 
     data_dir = work / "c-data"
     data_dir.mkdir()
@@ -458,7 +458,7 @@ def predict_in_process(saved, texts: list[str], run_dir: Path) -> list[dict]:
     holds: speed per text, without a process's fixed start-up cost."""
     from predict_contenders import batched_pipeline, seed_loop
 
-    from stancerun.predict import predict
+    from stancerun.inference.predict import predict
 
     model, tokenizer, info = saved.model, saved.tokenizer, saved.info
     contenders = (
@@ -615,7 +615,7 @@ def ratio(a, b):
 
 def predict_part(run_dir: Path, texts: list[str], work: Path) -> dict:
     """Every prediction contender on the same texts with the model of ``run_dir``."""
-    from stancerun.artifacts import load_model
+    from stancerun.rundir.artifacts import load_model
 
     print("== predict", flush=True)
     rows = predict_processes(run_dir, texts, work)  # first, before this process loads the model

@@ -5,7 +5,7 @@ The public API for plugin authors lives here; importing it never imports torch.
 
 from stancerun.hookspecs import hookimpl
 from stancerun.options import File, Range, Split
-from stancerun.prediction import EvalPrediction
+from stancerun.contracts import EvalPrediction
 
 __version__ = "0.1.0"
 

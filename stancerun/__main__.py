@@ -1,4 +1,4 @@
-from stancerun.cli import entry
+from stancerun.cli.main import entry
 
 if __name__ == "__main__":
     entry()

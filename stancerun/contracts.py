@@ -22,10 +22,49 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-from stancerun.datasets import Examples, Splits
-from stancerun.prediction import EvalPrediction
+from stancerun.data.rows import Examples, Splits
+
+
+# -- what a metric receives (numpy imported lazily) ------------------------------------------
+class EvalPrediction:
+    """Logits and labels of one evaluation.
+
+    Unpacks as ``logits, labels = pred`` so a transformers ``compute_metrics`` ports unchanged.
+    """
+
+    def __init__(self, logits, labels, label_names: Sequence[str] = ()):
+        import numpy as np
+
+        self.logits = np.asarray(logits)
+        self.labels = np.asarray(labels)
+        self.label_names = list(label_names)
+
+    @property
+    def predictions(self):
+        """Predicted class ids (argmax), or the raw scores of a one-output regression head."""
+        if self.logits.ndim == 2 and self.logits.shape[1] == 1:
+            return self.logits[:, 0]
+        return self.logits.argmax(axis=-1)
+
+    @property
+    def probabilities(self):
+        """Softmax over the classes, computed stably."""
+        import numpy as np
+
+        shifted = self.logits - self.logits.max(axis=-1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=-1, keepdims=True)
+
+    def __iter__(self):
+        return iter((self.logits, self.labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return f"EvalPrediction(n={len(self)}, classes={self.logits.shape[-1] if self.logits.ndim else 0})"
 
 
 # -- datasets -------------------------------------------------------------------------------
@@ -34,7 +73,7 @@ class Dataset(Protocol):
     """Where the examples come from.
 
     ``load()`` returns every split with its label map (subclass
-    :class:`stancerun.datasets.RowDataset` to get labels, row errors and carving for free).
+    :class:`stancerun.data.rows.RowDataset` to get labels, row errors and carving for free).
 
     Optional:
       ``read(path, labels) -> Examples``: labelled examples from a file the user names, with the
@@ -171,7 +210,7 @@ or a tiny synthetic prediction tells)."""
 
 
 class Callback(Protocol):
-    """Every method is optional; ``run`` is a :class:`stancerun.engine.RunState` (config,
+    """Every method is optional; ``run`` is a :class:`stancerun.engine.trainer.RunState` (config,
     output_dir, global_step, epoch, is_main_process, should_stop). Callbacks run on every
     process: guard side effects with ``run.is_main_process``.
 
@@ -237,5 +276,5 @@ def conforms(kind: str, obj) -> list[str]:
     return [name for name in REQUIRED[kind] if not callable(getattr(obj, name, None))]
 
 
-__all__ = ["Adapter", "Baseline", "Callback", "Columns", "Dataset", "Examples", "LoadedModel", "Metric", "Model", "Splits",
+__all__ = ["Adapter", "Baseline", "Callback", "Columns", "Dataset", "EvalPrediction", "Examples", "LoadedModel", "Metric", "Model", "Splits",
            "Tokenizer", "columns", "conforms", "saves_itself"]

@@ -16,7 +16,7 @@ hookimpl = pluggy.HookimplMarker("stancerun")
 def stancerun_register_datasets(register):
     """Register dataset factories: ``factory(**options)`` returns a
     :class:`stancerun.contracts.Dataset` (``load()`` gives the splits; subclass
-    :class:`stancerun.datasets.RowDataset` to get labels, splits and ``read`` for free)."""
+    :class:`stancerun.data.rows.RowDataset` to get labels, splits and ``read`` for free)."""
 
 
 @hookspec

@@ -47,7 +47,7 @@ Fixtures
     version="0.0.0", allow_errors=False) -> Registry`` registers a plugin for this test only,
     through the same door as an installed one: it is added to the entry points stancerun
     discovers (as plugin ``name`` of distribution ``distribution``, default ``name``), so
-    :func:`stancerun.plugins.get_registry`, ``load_experiment`` and ``run_experiment`` see the
+    :func:`stancerun.registry.discovery.get_registry`, ``load_experiment`` and ``run_experiment`` see the
     built-ins, any other installed plugins (``STANCERUN_LOAD_PLUGINS`` applies to those, not to
     this one) and this plugin. ``module_or_object`` is a module or any object with
     ``@stancerun.hookimpl`` ``stancerun_register_*`` functions, or an import path such as
@@ -61,7 +61,7 @@ Fixtures
     A function: ``stancerun_run(experiment_path, *, overrides=(), output_dir=None, quiet=True,
     **kwargs) -> Path`` loads the experiment (``overrides``: ``--set`` style ``"key=value"``
     strings) and runs it to completion in this process with
-    :func:`stancerun.runner.run_experiment` (``kwargs`` go to it: ``callbacks=``, ``registry=``,
+    :func:`stancerun.engine.run.run_experiment` (``kwargs`` go to it: ``callbacks=``, ``registry=``,
     ...), into a new directory under ``tmp_path`` unless ``output_dir`` is given. It returns the
     run directory: ``results.json`` (``results["final"]`` holds every metric key on the
     validation split, ``results["test"]`` on the test split), ``metrics.jsonl``,
@@ -78,7 +78,7 @@ A metric plugin, tested the way stancerun will use it (with a package, pass its 
     import types
 
     import stancerun
-    from stancerun.config import load_experiment
+    from stancerun.config.experiment import load_experiment
 
 
     def error_rate():
@@ -224,7 +224,7 @@ def tiny_experiment_config(model_dir: Path, data: dict[str, Path], output_dir: P
 
 def merge_experiment(config: dict, extra_toml: str = "", **overrides) -> dict:
     """``config`` with ``extra_toml`` then ``overrides`` applied (see :func:`stancerun_experiment`)."""
-    from stancerun import tomlio
+    from stancerun.config import tomlio
 
     merged = copy.deepcopy(config)
     for key, value in tomlio.loads(extra_toml).items() if extra_toml.strip() else ():
@@ -250,7 +250,7 @@ def merge_experiment(config: dict, extra_toml: str = "", **overrides) -> dict:
 
 def write_experiment(path: Path, config: dict, extra_toml: str = "", **overrides) -> Path:
     """Write ``config`` (with ``extra_toml`` and ``overrides`` merged in) as TOML to ``path``."""
-    from stancerun import tomlio
+    from stancerun.config import tomlio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,7 +317,7 @@ def _module_of(value) -> str:
 def _entry_point(name: str, target: object):
     import importlib.metadata
 
-    from stancerun.plugins import ENTRY_POINT_GROUP
+    from stancerun.registry.discovery import ENTRY_POINT_GROUP
 
     if isinstance(target, str):
         return importlib.metadata.EntryPoint(name=name, value=target, group=ENTRY_POINT_GROUP)
@@ -330,7 +330,7 @@ def _entry_point(name: str, target: object):
 @pytest.fixture
 def stancerun_plugin():
     """``stancerun_plugin(module_or_object, name="myplugin")``: register a plugin for this test only."""
-    from stancerun import plugins
+    from stancerun.registry import discovery as plugins
 
     added: list[tuple[Any, str, str]] = []
     patch = pytest.MonkeyPatch()
@@ -374,8 +374,8 @@ def stancerun_run(tmp_path, monkeypatch):
     count = [0]
 
     def run(experiment_path, *, overrides=(), output_dir=None, quiet: bool = True, **kwargs) -> Path:
-        from stancerun.config import load_experiment
-        from stancerun.runner import run_experiment
+        from stancerun.config.experiment import load_experiment
+        from stancerun.engine.run import run_experiment
 
         count[0] += 1
         experiment = load_experiment(experiment_path, list(overrides), registry=kwargs.get("registry"))

@@ -19,7 +19,7 @@ os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="stancerun-tests-hf-mod
 @pytest.fixture(autouse=True)
 def _only_builtin_plugins(monkeypatch):
     """Tests see the built-in plugins only, whatever else is installed, and a fresh registry."""
-    from stancerun import plugins
+    from stancerun.registry import discovery as plugins
 
     monkeypatch.setenv(plugins.ALLOW_ENV, "")
     plugins.reset()
@@ -29,7 +29,7 @@ def _only_builtin_plugins(monkeypatch):
 
 @pytest.fixture
 def builtin_registry():
-    from stancerun.plugins import get_registry
+    from stancerun.registry.discovery import get_registry
 
     return get_registry()
 

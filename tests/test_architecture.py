@@ -1,5 +1,6 @@
-"""The core's import graph, read from the source (nothing is imported): no cycles among
-stancerun.* modules, and no core module reaching into a built-in plugin (stancerun_*).
+"""The core's import graph, read from the source (nothing is imported): the packages stacked in
+LAYERS, each importing only those below it; no cycles among stancerun.* modules; no core module
+reaching into a built-in plugin (stancerun_*).
 
 Every import counts, including those inside functions: a lazy import still ties the two
 modules together, it only delays the cost.
@@ -14,6 +15,29 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "stancerun"
 #: Left out of the graph: the package's re-exports and the `python -m` entry point.
 IGNORED = {"stancerun", "stancerun.__main__"}
+
+
+#: The house, bottom to top: a module imports only from its own unit and the units of lower layers.
+#: A unit is a top-level module or a subpackage; every one of them stands in exactly one layer.
+LAYERS = (
+    ("stancerun.errors",),                       # the exceptions and one-line problems
+    ("stancerun.hookspecs", "stancerun.options"),  # the hooks plugins implement; the option types they annotate with
+    ("stancerun.registry",),                     # entry-point discovery and the table of what plugins register
+    ("stancerun.data",),                         # rows -> labelled splits, data checks, batching
+    ("stancerun.contracts",),                    # what the core asks of every object a plugin builds
+    ("stancerun.config",),                       # TOML -> a validated experiment (torch-free)
+    ("stancerun.components",),                   # building a run's plugin objects, preflight
+    ("stancerun.evaluation",),                   # statistics, analysis, baselines, the ensemble
+    ("stancerun.rundir",),                       # the run directory's files and the saved model
+    ("stancerun.reporting",),                    # report.md, plots, the leaderboard
+    ("stancerun.engine",),                       # the loop, checkpoints, refit, one run
+    ("stancerun.inference",),                    # predict, evaluate, export, ONNX, serve
+    ("stancerun.studies",),                      # sweeps, repeats, learning curves
+    ("stancerun.cli",),                          # the command line
+    ("stancerun.testing",),                      # pytest fixtures for plugin authors (runs experiments)
+)
+#: At most this many modules at stancerun/'s top level (the package's own __init__ and __main__ included).
+MAX_TOP_LEVEL = 8
 
 
 def module_name(path: Path) -> str:
@@ -97,10 +121,10 @@ def shortest_cycle(edges, group: list[str]) -> list[str]:
 
 def test_the_graph_sees_every_kind_of_import():
     edges = graph()
-    assert "stancerun.errors" in edges["stancerun.config"]  # from stancerun.errors import ...
-    assert "stancerun.tomlio" in edges["stancerun.config"]  # from stancerun import tomlio
-    assert "stancerun.sweepplan" in edges["stancerun.sweep"]
-    assert not edges["stancerun.sweepplan"]  # the sweep plan is pure: it imports nothing of ours
+    assert "stancerun.errors" in edges["stancerun.config.experiment"]  # from stancerun.errors import ...
+    assert "stancerun.config.tomlio" in edges["stancerun.config.experiment"]  # from stancerun import tomlio
+    assert "stancerun.config.sweepplan" in edges["stancerun.studies.sweep"]
+    assert not edges["stancerun.config.sweepplan"]  # the sweep plan is pure: it imports nothing of ours
 
 
 def test_no_import_cycles_among_core_modules():
@@ -138,8 +162,8 @@ def test_commands_that_only_read_files_never_reach_torch():
     # lazily or not, must load without torch (seconds of start-up, and no GPU needed).
     edges = graph()
     heavy = {name for name, path in MODULES.items() if imports_torch_at_load(path)}
-    assert "stancerun.engine" in heavy  # the check sees what it should
-    for start in ("stancerun.compare", "stancerun.config", "stancerun.components"):
+    assert "stancerun.engine.trainer" in heavy  # the check sees what it should
+    for start in ("stancerun.reporting.compare", "stancerun.config.experiment", "stancerun.components.assembly"):
         seen, todo = set(), [start]
         while todo:
             node = todo.pop()
@@ -147,3 +171,32 @@ def test_commands_that_only_read_files_never_reach_torch():
                 seen.add(node)
                 todo += list(edges.get(node, ()))
         assert not seen & heavy, f"{start} reaches modules that import torch: {sorted(seen & heavy)}"
+
+
+def unit(module: str) -> str:
+    """The top-level module or subpackage a module belongs to: stancerun.engine.trainer -> stancerun.engine."""
+    return ".".join(module.split(".")[:2])
+
+
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def test_every_unit_stands_in_one_layer():
+    units = {unit(name) for name in MODULES if name not in IGNORED}
+    assert not units - set(RANK), f"place these in LAYERS: {sorted(units - set(RANK))}"
+    assert not set(RANK) - units, f"LAYERS names what does not exist: {sorted(set(RANK) - units)}"
+
+
+def test_no_package_imports_one_above_it():
+    found = [f"{MODULES[name].relative_to(ROOT)}:{line}: {unit(name)} imports {target}, which stands above it"
+             for name, targets in graph().items() for target, line in targets.items()
+             if RANK[unit(target)] > RANK[unit(name)]]
+    assert not found, "imports that go up the layers:\n" + "\n".join(found)
+
+
+def test_the_top_level_stays_small():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL, f"{len(top)} modules at stancerun/'s top level: {top}"
+    for package in sorted(p.parent for p in PACKAGE.glob("*/__init__.py")):
+        assert ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))), \
+            f"{package.relative_to(ROOT)}/__init__.py: say in a docstring what the package holds"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stancerun.cli import main
+from stancerun.cli.main import main
 
 GOOD_ROWS = "text,label\ngood plan,support\nbad plan,oppose\nthe table,neutral\ngreat idea,support\nawful idea,oppose\na chair,neutral\n"
 
@@ -205,7 +205,7 @@ def test_bad_input_exits_2_with_a_named_problem_and_leaves_nothing(build, comman
 PROBE = """
 import json, sys, time
 started = time.perf_counter()
-from stancerun.cli import main
+from stancerun.cli.main import main
 code = main(json.loads(sys.argv[1]))
 elapsed = time.perf_counter() - started
 print("PROBE", json.dumps({"code": code, "torch": "torch" in sys.modules, "seconds": elapsed}))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import stancerun_baselines as baselines
 
-from stancerun.datasets import Examples
+from stancerun.data.rows import Examples
 
 LABELS = ["against", "none", "favor"]
 AGAINST, NONE, FAVOR = 0, 1, 2
@@ -189,7 +189,7 @@ def test_predict_before_fit_says_so():
 
 # -- registration ---------------------------------------------------------------------------
 def test_registered_through_the_entry_point(builtin_registry):
-    from stancerun.config import build, options_schema
+    from stancerun.config.experiment import build, options_schema
 
     components = builtin_registry.components["baselines"]
     assert {"majority", "tfidf", "ngram_svm"} <= set(components)

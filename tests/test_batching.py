@@ -7,7 +7,7 @@ from collections import Counter
 
 import torch
 
-from stancerun.batching import Collator, Encoded, LengthBucketBatches, model_inputs, sorted_batches
+from stancerun.data.batching import Collator, Encoded, LengthBucketBatches, model_inputs, sorted_batches
 
 
 def encoded(lengths: list[int]) -> Encoded:
@@ -52,7 +52,7 @@ def test_sorted_batches_are_longest_first_and_complete():
 def test_predict_logits_come_back_in_input_order(tiny_bert):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from stancerun.predict import predict_logits
+    from stancerun.inference.predict import predict_logits
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3).eval()

@@ -77,7 +77,7 @@ def test_recipe_hash_follows_extends(fewshot, tmp_path):
 @pytest.fixture
 def tiny_data(fewshot, tmp_path):
     """A pool and a scoring split in memory, with the CSV files a stancerun contender's [data] names."""
-    from stancerun.datasets import Examples
+    from stancerun.data.rows import Examples
 
     def examples(rows):
         return Examples([r["text"] for r in rows], [LABELS.index(r["label"]) for r in rows], [r["target"] for r in rows])
@@ -90,7 +90,7 @@ def tiny_data(fewshot, tmp_path):
 
 
 def test_contenders_share_draws_and_the_cache_skips_done_runs(fewshot, tmp_path, tiny_bert, tiny_data):
-    from stancerun.plugins import get_registry
+    from stancerun.registry.discovery import get_registry
 
     recipe = tiny_experiment(tmp_path, tiny_bert, adapter="full")
     ctx = fewshot.Context(str(tiny_bert), get_registry(), {"full": recipe}, epochs=2, work=tmp_path)
@@ -121,7 +121,7 @@ def test_contenders_share_draws_and_the_cache_skips_done_runs(fewshot, tmp_path,
 
 
 def test_experiment_keeps_only_stacked_baselines_and_our_data(fewshot, tmp_path, tiny_bert, tiny_data):
-    from stancerun.plugins import get_registry
+    from stancerun.registry.discovery import get_registry
 
     extra = '[evaluation]\nbaselines = ["majority", "ngram_svm"]\n\n[ensemble]\nstack = ["ngram_svm"]\n'
     recipe = tiny_experiment(tmp_path, tiny_bert, adapter="full", extra=extra)
@@ -138,7 +138,7 @@ def test_experiment_keeps_only_stacked_baselines_and_our_data(fewshot, tmp_path,
 
 def test_setfit_maps_its_predictions_to_our_labels(fewshot, tmp_path, tiny_bert, tiny_data):
     pytest.importorskip("setfit")
-    from stancerun.plugins import get_registry
+    from stancerun.registry.discovery import get_registry
 
     ctx = fewshot.Context(str(tiny_bert), get_registry(), {}, work=tmp_path)
     train, validation = fewshot.draw(tiny_data.pool, 2, 0)
@@ -161,7 +161,7 @@ def validation_lab(fewshot):
 
 
 def test_the_validation_lab_scores_on_rows_no_draw_holds(validation_lab, tmp_path, monkeypatch):
-    from stancerun.datasets import Examples
+    from stancerun.data.rows import Examples
 
     pool = Examples(["a", "b", "c", "a", "d"], [0, 1, 0, 1, 2], ["x", "x", "x", "y", "x"])
     train, validation = pool.subset([0]), pool.subset([2])

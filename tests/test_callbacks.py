@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stancerun.config import build
+from stancerun.config.experiment import build
 
 
 def fake_run(metric="accuracy", greater=True):

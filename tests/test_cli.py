@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stancerun import tomlio
-from stancerun.cli import main
+from stancerun.config import tomlio
+from stancerun.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def test_three_mistakes_exit_2_and_are_named_in_one_message(tmp_path, monkeypatc
 
 def test_bare_experiment_form_means_run(monkeypatch):
     seen = {}
-    from stancerun import commands
+    from stancerun.cli import commands
 
     monkeypatch.setattr(commands, "run", lambda args: seen.setdefault("args", args) and 0)
     assert main(["experiments/lora_r8.toml", "--set", "seed=1"]) == 0
@@ -102,7 +102,7 @@ def test_bare_experiment_form_means_run(monkeypatch):
 
 
 def test_unexpected_error_has_no_traceback_without_debug(monkeypatch, capsys):
-    from stancerun import commands
+    from stancerun.cli import commands
 
     def boom(args):
         raise RuntimeError("kaput")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stancerun import tomlio
-from stancerun.config import load_experiment
+from stancerun.config import tomlio
+from stancerun.config.experiment import load_experiment
 from stancerun.errors import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

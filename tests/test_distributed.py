@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from conftest import tiny_experiment
-from stancerun.config import load_experiment
-from stancerun.runner import run_experiment
+from stancerun.config.experiment import load_experiment
+from stancerun.engine.run import run_experiment
 
 
 def free_port() -> int:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from stancerun import hookspecs, sweepplan
-from stancerun.config import options_schema
-from stancerun.registry import NOUNS
-from stancerun.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EnsembleConfig, EvaluationConfig, TopLevel, TrainingConfig
+from stancerun import hookspecs
+from stancerun.config import sweepplan
+from stancerun.config.experiment import options_schema
+from stancerun.registry.table import NOUNS
+from stancerun.config.schema import COMPONENT_SECTIONS, CORE_OPTIONS, EnsembleConfig, EvaluationConfig, TopLevel, TrainingConfig
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HEADING_OF_KIND = {kind: f"[[{section}]]" if is_list else f"[{section}]"

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import tiny_experiment, write_csv
-from stancerun import tomlio
-from stancerun.config import load_experiment
+from stancerun.config import tomlio
+from stancerun.config.experiment import load_experiment
 from stancerun.errors import UsageError
-from stancerun.runner import run_experiment
+from stancerun.engine.run import run_experiment
 
 
 def train(tmp_path, model_dir, adapter="lora", extra="", data="", overrides=()):
@@ -104,14 +104,14 @@ def test_predict_in_a_fresh_process_reproduces_predictions(tmp_path, tiny_bert, 
     run = train(tmp_path, tiny_bert, adapter)
     assert_same_predictions(run, predict_subprocess(run, tmp_path / "out.csv"))
     # a LoRA adapter is merged into the base weights at load time: peft (seconds to import) stays out
-    probe = (f"import sys; from stancerun.artifacts import load_model; load_model(__import__('pathlib').Path({str(run / 'model')!r}));"
+    probe = (f"import sys; from stancerun.rundir.artifacts import load_model; load_model(__import__('pathlib').Path({str(run / 'model')!r}));"
              "print('peft' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
 
 
 def test_predict_in_bfloat16_stays_close_and_bad_input_fails_before_the_model_loads(tmp_path, tiny_bert, stance_data):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     run = train(tmp_path, tiny_bert)
     out = tmp_path / "bf16.csv"
@@ -122,7 +122,7 @@ def test_predict_in_bfloat16_stays_close_and_bad_input_fails_before_the_model_lo
     assert 0 < diff.max() < 0.03  # bfloat16 keeps 8 bits of mantissa: close, not equal
     # a file without the model's text column is refused before torch is even imported
     (tmp_path / "wrong.csv").write_text("body\nhello\n")
-    probe = ("import sys; from stancerun.cli import main; code = main(['predict', sys.argv[1], '--input', sys.argv[2]]);"
+    probe = ("import sys; from stancerun.cli.main import main; code = main(['predict', sys.argv[1], '--input', sys.argv[2]]);"
              "print(code, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe, str(run), str(tmp_path / "wrong.csv")], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["2", "False"] and "no column 'text'" in done.stderr
@@ -131,7 +131,7 @@ def test_predict_in_bfloat16_stays_close_and_bad_input_fails_before_the_model_lo
 def test_bfloat16_on_a_cpu_without_native_support_is_flagged(monkeypatch):
     import torch
 
-    from stancerun.predict import dtype_note
+    from stancerun.inference.predict import dtype_note
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
@@ -170,8 +170,8 @@ def test_text_pairs_are_encoded_as_target_then_text(tmp_path, tiny_bert, stance_
     run = train(tmp_path, tiny_bert, data='text_pair_column = "target"')
     rows = read_csv(run / "predictions.csv")
     assert list(rows[0])[:2] == ["text", "target"]
-    from stancerun.artifacts import load_model
-    from stancerun.batching import encode
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.data.batching import encode
 
     saved = load_model(run / "model")
     tokenizer = saved.tokenizer
@@ -195,7 +195,7 @@ def test_label_outside_the_label_list_names_file_and_row(tmp_path, tiny_bert, st
     write_csv(stance_data["train"], rows)
     with pytest.raises(UsageError, match=r"data/train.csv, row 6: label 'maybe' is not one of"):
         train(tmp_path, tiny_bert)
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     assert main(["run", str(tmp_path / "tiny.toml")]) == 2
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import tiny_experiment
 
-from stancerun import ensemble
-from stancerun.config import load_experiment
+from stancerun.evaluation import ensemble
+from stancerun.config.experiment import load_experiment
 from stancerun.errors import ConfigError
-from stancerun.prediction import EvalPrediction
+from stancerun.contracts import EvalPrediction
 
 NAMES = ["against", "none", "favor"]
 
@@ -75,8 +75,8 @@ def test_stack_round_trips_through_its_record():
 def test_folding_a_decision_rule_into_the_output_layer_keeps_the_probabilities():
     import torch
 
-    from stancerun.export import fold_scores
-    from stancerun.stats import softmax
+    from stancerun.inference.export import fold_scores
+    from stancerun.evaluation.stats import softmax
 
     torch.manual_seed(0)
     head = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
@@ -140,7 +140,7 @@ decision = "headline"
 def stacked_run(tmp_path_factory, tiny_bert):
     from conftest import stance_rows, write_csv
 
-    from stancerun.runner import run_experiment
+    from stancerun.engine.run import run_experiment
 
     folder = tmp_path_factory.mktemp("stacked")
     write_csv(folder / "data" / "train.csv", stance_rows(90, seed=1))
@@ -168,8 +168,8 @@ def test_a_stacked_run_reports_what_ships_beside_the_model_alone(stacked_run):
 def test_predict_and_evaluate_apply_the_whole_stack(stacked_run, tmp_path):
     import csv
 
-    from stancerun.evaluate import evaluate_run
-    from stancerun.predict import predict
+    from stancerun.inference.evaluate import evaluate_run
+    from stancerun.inference.predict import predict
 
     with (stacked_run / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -186,7 +186,7 @@ def test_predict_and_evaluate_apply_the_whole_stack(stacked_run, tmp_path):
 
 def test_export_refuses_a_stack_and_writes_the_transformer_alone_on_request(stacked_run, tmp_path):
     from stancerun.errors import UsageError
-    from stancerun.export import export
+    from stancerun.inference.export import export
 
     with pytest.raises(UsageError, match="--fine-tuned-only"):
         export(stacked_run, tmp_path / "out", merge=True)

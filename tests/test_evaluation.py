@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import stance_rows, tiny_experiment, write_csv
-from stancerun.cli import main
-from stancerun.config import load_experiment
-from stancerun.datachecks import check, normalise
-from stancerun.datasets import Examples, Splits
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
+from stancerun.data.checks import check, normalise
+from stancerun.data.rows import Examples, Splits
 from stancerun.errors import UsageError
-from stancerun.repeats import fold_splits, run_repeated, stratified_folds
-from stancerun.runner import run_experiment
+from stancerun.studies.repeats import fold_splits, run_repeated, stratified_folds
+from stancerun.engine.run import run_experiment
 
 
 def test_stratified_folds_are_disjoint_complete_and_stratified():
@@ -110,7 +110,7 @@ def test_run_reports_baselines_intervals_groups_and_errors(tmp_path, tiny_bert, 
 
 
 def test_predict_applies_the_saved_temperature(tmp_path, tiny_bert, stance_data):
-    from stancerun.predict import predict
+    from stancerun.inference.predict import predict
 
     path = tiny_experiment(tmp_path, tiny_bert, extra="[evaluation]\ncalibrate = true\nbootstrap_resamples = 0\n")
     run = run_experiment(load_experiment(path), output_dir=str(tmp_path / "run"))
@@ -146,7 +146,7 @@ def test_seeds_repeat_the_run(tmp_path, tiny_bert, stance_data):
                           output_dir=str(tmp_path / "seeds"))
     summary = json.loads((parent / "summary.json").read_text())
     assert summary["runs"] == ["seed-1", "seed-2"]
-    from stancerun import tomlio
+    from stancerun.config import tomlio
 
     seeds = [tomlio.loads((parent / d / "config.toml").read_text())["seed"] for d in summary["runs"]]
     assert seeds == [1, 2]

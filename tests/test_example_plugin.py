@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from stancerun.plugins import ALLOW_ENV
+from stancerun.registry.discovery import ALLOW_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "stancerun-acme"

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from conftest import tiny_experiment
-from stancerun.cli import main
-from stancerun.config import load_experiment
-from stancerun.runner import run_experiment
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
+from stancerun.engine.run import run_experiment
 
 
 @pytest.mark.parametrize("adapter, calibrate", [("lora", True), ("full", False)])
 def test_exported_model_matches_predict_in_a_pipeline(tmp_path, tiny_bert, stance_data, adapter, calibrate):
     from transformers import pipeline
 
-    from stancerun.predict import predict
+    from stancerun.inference.predict import predict
 
     extra = f"[evaluation]\ncalibrate = {str(calibrate).lower()}\nbootstrap_resamples = 0\nplots = false\n"
     run = run_experiment(load_experiment(tiny_experiment(tmp_path, tiny_bert, adapter, extra=extra)),

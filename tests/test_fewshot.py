@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import stance_rows, write_csv
 
-from stancerun.cli import main
-from stancerun.config import load_experiment
-from stancerun.runner import run_experiment
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
+from stancerun.engine.run import run_experiment
 
 
 def fewshot_experiment(tmp_path, model_dir, extra: str = "", adapter: str = "contrastive") -> object:
@@ -91,7 +91,7 @@ def test_supervised_contrastive_loss_matches_the_papers_sums():
 def test_a_fewshot_run_predicts_reloads_and_exports_for_sentence_transformers(tmp_path, tiny_bert):
     from sentence_transformers import SentenceTransformer
 
-    from stancerun.predict import predict
+    from stancerun.inference.predict import predict
 
     run = run_experiment(load_experiment(fewshot_experiment(tmp_path, tiny_bert, "calibrate = true\n")),
                          output_dir=str(tmp_path / "run"))
@@ -135,8 +135,8 @@ def test_a_refitted_fewshot_run_ships_the_second_pass(tmp_path, tiny_bert, capsy
 
 
 def test_the_contrastive_phase_trains_the_encoder_and_fits_the_head(tmp_path, tiny_bert):
-    from stancerun.components import build_components
-    from stancerun.plugins import get_registry
+    from stancerun.components.assembly import build_components
+    from stancerun.registry.discovery import get_registry
 
     experiment = load_experiment(fewshot_experiment(tmp_path, tiny_bert))
     components = build_components(experiment, get_registry())
@@ -150,7 +150,7 @@ def test_the_contrastive_phase_trains_the_encoder_and_fits_the_head(tmp_path, ti
     # Bounded and lazy: 4 steps of 8 examples seen twice (two dropout views), then one pass to fit the head.
     assert batches[:4] == [16, 16, 16, 16] and sum(batches[4:]) == len(train)
     assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
-    from stancerun.batching import Collator, encode_examples, model_inputs
+    from stancerun.data.batching import Collator, encode_examples, model_inputs
 
     encoded = encode_examples(components.loaded.tokenizer, train, components.loaded.max_length)
     model.eval()

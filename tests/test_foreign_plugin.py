@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import stance_rows
-from stancerun import contracts, plugins
+from stancerun import contracts
+from stancerun.registry import discovery as plugins
 
 # -- the third-party plugin, written to disk at test time ------------------------------------
 
@@ -42,7 +43,7 @@ from typing import Annotated
 import stancerun
 from stancerun import File, Range, Split
 from stancerun.contracts import LoadedModel
-from stancerun.datasets import RowDataset, read_csv
+from stancerun.data.rows import RowDataset, read_csv
 
 
 # -- dataset: tab-separated files, with option names of its own ------------------------------
@@ -318,7 +319,7 @@ def trained(world) -> Path:
 
 # -- 0. discovery: in process, through importlib.metadata like any installed distribution ------
 def test_plugin_is_found_as_a_distribution_and_keeps_the_contracts(world, monkeypatch):
-    from stancerun.config import build, load_experiment
+    from stancerun.config.experiment import build, load_experiment
 
     monkeypatch.syspath_prepend(str(world.site))
     monkeypatch.setenv(plugins.ALLOW_ENV, "bagplug")

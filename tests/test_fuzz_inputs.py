@@ -19,9 +19,9 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stancerun import tomlio
-from stancerun.cli import main
-from stancerun.datasets import read_csv, read_jsonl
+from stancerun.config import tomlio
+from stancerun.cli.main import main
+from stancerun.data.rows import read_csv, read_jsonl
 from stancerun.errors import UsageError
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_experiment
 from stancerun import EvalPrediction
-from stancerun.config import build, load_experiment
+from stancerun.config.experiment import build, load_experiment
 from stancerun.errors import UsageError
 
 pytest.importorskip("evaluate")
@@ -122,7 +122,7 @@ def _not_cached(name):
 
 def test_validate_offline_without_the_cache_exits_2_naming_the_builtins(tmp_path, tiny_bert, stance_data, capsys,
                                                                         monkeypatch):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     _not_cached("matthews_correlation")
     _not_cached("f1")
@@ -143,7 +143,7 @@ def test_validate_offline_without_the_cache_exits_2_naming_the_builtins(tmp_path
 
 
 def test_a_short_run_records_the_evaluate_metric(tmp_path, tiny_bert, stance_data, my_acc, monkeypatch):
-    from stancerun.runner import run_experiment
+    from stancerun.engine.run import run_experiment
 
     monkeypatch.chdir(tmp_path)
     extra = f'[[metrics]]\nuse = "hf_evaluate"\nname = "{my_acc}"\nprefix = "hf_"\n'
@@ -162,7 +162,7 @@ def test_the_plugin_does_not_import_evaluate():
     import subprocess
     import sys
 
-    code = ("import sys; from stancerun.plugins import get_registry; get_registry().get('metrics', 'hf_evaluate');"
+    code = ("import sys; from stancerun.registry.discovery import get_registry; get_registry().get('metrics', 'hf_evaluate');"
             "print('evaluate' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "STANCERUN_LOAD_PLUGINS": ""})

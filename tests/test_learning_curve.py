@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 from conftest import stance_rows, tiny_experiment, write_csv
 
-from stancerun.cli import main
-from stancerun.config import load_experiment
-from stancerun.curve import (
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
+from stancerun.studies.curve import (
     check_sizes,
     draw,
     draw_indices,
@@ -20,7 +20,7 @@ from stancerun.curve import (
     sources,
     trend,
 )
-from stancerun.datasets import Examples, Splits
+from stancerun.data.rows import Examples, Splits
 from stancerun.errors import UsageError
 
 FAST = "bootstrap_resamples = 0\nbaselines = [\"majority\", \"tfidf\"]\n"
@@ -75,7 +75,7 @@ def test_config_checks_exit_2(tmp_path, capsys):
 
 
 def test_too_large_a_size_stops_validate_and_run_before_anything_is_written(tmp_path, tiny_bert, stance_data, capsys):
-    from stancerun.curve import run_curve
+    from stancerun.studies.curve import run_curve
 
     path = tiny_experiment(tmp_path, tiny_bert, extra="[evaluation]\nlearning_curve = [4, 16]\nrepeats = 2\n")
     assert main(["validate", str(path)]) == 2
@@ -92,8 +92,8 @@ def test_without_a_test_split_the_validation_split_scores_and_is_never_drawn(tmp
     path = tiny_experiment(tmp_path, tiny_bert, extra="[evaluation]\nlearning_curve = [3, 6]\nrepeats = 2\n")
     path.write_text(path.read_text().replace('test = "data/test.csv"', 'validation = "data/val.csv"'))
     experiment = load_experiment(path)
-    from stancerun.config import build
-    from stancerun.plugins import get_registry
+    from stancerun.config.experiment import build
+    from stancerun.registry.discovery import get_registry
 
     splits = build(get_registry(), "datasets", experiment.config["data"]).load()
     src, children = plan(experiment, splits)
@@ -176,7 +176,7 @@ def test_learning_curve_end_to_end_through_the_cli(tmp_path, tiny_bert, stance_d
 
 
 def test_a_single_size_without_a_test_split_scores_validation_and_cannot_tell(tmp_path, tiny_bert, stance_data):
-    from stancerun.curve import run_curve
+    from stancerun.studies.curve import run_curve
 
     path = tiny_experiment(tmp_path, tiny_bert, extra=f"[evaluation]\nlearning_curve = [3]\nrepeats = 1\nplots = false\n{FAST}")
     path.write_text(path.read_text().replace('test = "data/test.csv"\n', ""))

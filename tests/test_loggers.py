@@ -8,8 +8,8 @@ import time
 import pytest
 
 from conftest import tiny_experiment
-from stancerun.config import load_experiment
-from stancerun.runner import run_experiment
+from stancerun.config.experiment import load_experiment
+from stancerun.engine.run import run_experiment
 
 QUIET = "[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stancerun import EvalPrediction
-from stancerun.config import build
+from stancerun.config.experiment import build
 
 NAMES = ["against", "none", "favor"]
 # true:      0  0  1  1  2  2
@@ -89,7 +89,7 @@ def test_regression_style_errors(builtin_registry, pred):
     {"use": "recall", "average": "weighted"}, {"use": "f1_favor_against", "no_stance": None}, {"use": "mse"}, {"use": "mae"},
 ], ids=lambda t: "-".join(str(v) for v in t.values()))
 def test_vectorised_twin_matches_scikit_learn(builtin_registry, table):
-    from stancerun.stats import confusions
+    from stancerun.evaluation.stats import confusions
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(60, 3))
@@ -107,7 +107,7 @@ def test_vectorised_twin_matches_scikit_learn(builtin_registry, table):
 def test_report_per_class_matches_scikit_learn():
     from sklearn.metrics import precision_recall_fscore_support
 
-    from stancerun.report import per_class
+    from stancerun.reporting.report import per_class
 
     rng = np.random.default_rng(1)
     names = NAMES + ["never"]  # a fourth class: never true, never predicted

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import save_tiny_model, stance_rows, tiny_experiment, write_csv
 from stancerun.errors import StancerunError, UsageError
-from stancerun.onnxpredict import predict_onnx
+from stancerun.inference.onnx_predict import predict_onnx
 
 EXTRA = "[evaluation]\ncalibrate = true\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
 # Every length the tokenizer produces, a text longer than max_length (truncated), an empty one.
@@ -27,9 +27,9 @@ PAIRS = ["tax", "ban", "park", "tax", "ban", "park", "tax", "ban"]
 
 def train(root: Path, data: str = "") -> Path:
     """A tiny LoRA run (calibrated, so that a temperature is folded) in ``root``."""
-    from stancerun import plugins
-    from stancerun.config import load_experiment
-    from stancerun.runner import run_experiment
+    from stancerun.registry import discovery as plugins
+    from stancerun.config.experiment import load_experiment
+    from stancerun.engine.run import run_experiment
 
     bert = save_tiny_model(root / "tiny-bert", "bert")
     write_csv(root / "data" / "train.csv", stance_rows(90, seed=1))
@@ -51,16 +51,16 @@ def lora_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def float32_export(lora_run, tmp_path_factory):
-    from stancerun.onnxexport import export_onnx
+    from stancerun.inference.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx-exports") / "float32"
     return out, export_onnx(lora_run, out)
 
 
 def test_float32_export_matches_predict(lora_run, float32_export):
-    from stancerun.artifacts import load_model
-    from stancerun.onnxpredict import is_onnx_export, load_onnx, onnx_logits, predict_onnx
-    from stancerun.predict import predict, shipped_logits
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.inference.onnx_predict import is_onnx_export, load_onnx, onnx_logits, predict_onnx
+    from stancerun.inference.predict import predict, shipped_logits
 
     out, found = float32_export
     assert sorted(p.name for p in out.iterdir() if p.suffix in (".onnx", ".data")) == ["model.onnx"]
@@ -87,10 +87,10 @@ def test_float32_export_matches_predict(lora_run, float32_export):
 
 
 def test_onnx_tokenization_is_the_runs(lora_run, float32_export):
-    """The torch-free tokenizer gives stancerun.batching.encode's ids, truncation and pairs included."""
-    from stancerun.artifacts import load_model
-    from stancerun.batching import encode
-    from stancerun.onnxpredict import load_onnx
+    """The torch-free tokenizer gives stancerun.data.batching.encode's ids, truncation and pairs included."""
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.data.batching import encode
+    from stancerun.inference.onnx_predict import load_onnx
 
     saved = load_model(lora_run / "model")
     model = load_onnx(float32_export[0])
@@ -102,8 +102,8 @@ def test_onnx_tokenization_is_the_runs(lora_run, float32_export):
 
 
 def test_int8_export_records_its_check_and_predicts(lora_run, tmp_path):
-    from stancerun.onnxexport import export_onnx
-    from stancerun.onnxpredict import predict_onnx
+    from stancerun.inference.onnx_export import export_onnx
+    from stancerun.inference.onnx_predict import predict_onnx
 
     out = tmp_path / "int8"
     # Bounds loose enough for a 2-layer model whose probabilities sit near 1/3; the figures are recorded.
@@ -120,9 +120,9 @@ def test_int8_export_records_its_check_and_predicts(lora_run, tmp_path):
 
 
 def test_pair_run_exports_and_predicts_pairs(tmp_path_factory):
-    from stancerun.onnxexport import export_onnx
-    from stancerun.onnxpredict import predict_onnx
-    from stancerun.predict import predict
+    from stancerun.inference.onnx_export import export_onnx
+    from stancerun.inference.onnx_predict import predict_onnx
+    from stancerun.inference.predict import predict
 
     run = train(tmp_path_factory.mktemp("onnx-pairs"), data='text_pair_column = "target"')
     out = run.parent / "exported"
@@ -142,11 +142,11 @@ def test_a_fully_fine_tuned_distilbert_exports(tmp_path, tiny_distilbert, stance
     """Whole weights (no adapter) of another architecture; the graph takes what the tokenizer makes."""
     import onnxruntime as ort
 
-    from stancerun.config import load_experiment
-    from stancerun.onnxexport import export_onnx
-    from stancerun.onnxpredict import predict_onnx
-    from stancerun.predict import predict
-    from stancerun.runner import run_experiment
+    from stancerun.config.experiment import load_experiment
+    from stancerun.inference.onnx_export import export_onnx
+    from stancerun.inference.onnx_predict import predict_onnx
+    from stancerun.inference.predict import predict
+    from stancerun.engine.run import run_experiment
 
     run = run_experiment(load_experiment(tiny_experiment(tmp_path, tiny_distilbert, "full", extra=EXTRA),
                                          ["training.num_train_epochs=2"]), output_dir=str(tmp_path / "run"))
@@ -161,7 +161,7 @@ def test_a_fully_fine_tuned_distilbert_exports(tmp_path, tiny_distilbert, stance
         np.testing.assert_allclose(list(row["probabilities"].values()), list(want["probabilities"].values()), atol=1e-4)
 
 def test_a_failed_check_leaves_nothing(lora_run, tmp_path):
-    from stancerun.onnxexport import export_onnx
+    from stancerun.inference.onnx_export import export_onnx
 
     out = tmp_path / "rejected"
     with pytest.raises(StancerunError) as raised:
@@ -174,7 +174,7 @@ def test_a_failed_check_leaves_nothing(lora_run, tmp_path):
 
 
 def test_refuses_what_export_refuses(lora_run, tmp_path):
-    from stancerun.onnxexport import export_onnx
+    from stancerun.inference.onnx_export import export_onnx
 
     with pytest.raises(UsageError, match="not a run directory"):
         export_onnx(tmp_path, tmp_path / "out")
@@ -194,11 +194,11 @@ def test_refuses_what_export_refuses(lora_run, tmp_path):
 
 
 def test_serving_an_export_never_imports_torch(float32_export, lora_run):
-    from stancerun.predict import predict
+    from stancerun.inference.predict import predict
 
     out = float32_export[0]
     code = ("import json, sys\n"
-            "from stancerun.onnxpredict import predict_onnx\n"
+            "from stancerun.inference.onnx_predict import predict_onnx\n"
             f"rows = predict_onnx({str(out)!r}, {TEXTS!r}, None, 4)\n"
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:5]\n"
             "print(json.dumps([r['label'] for r in rows]))\n")
@@ -212,8 +212,8 @@ def test_serving_an_export_never_imports_torch(float32_export, lora_run):
 def test_the_cli_exports_int8_and_predicts_and_serves_it_without_torch(lora_run, tmp_path, capsys):
     from fastapi.testclient import TestClient
 
-    from stancerun.cli import main
-    from stancerun.serve import Limits, create_app
+    from stancerun.cli.main import main
+    from stancerun.inference.serve import Limits, create_app
 
     out = tmp_path / "int8"
     assert main(["export", str(lora_run), str(out), "--onnx", "--int8"]) == 0
@@ -221,7 +221,7 @@ def test_the_cli_exports_int8_and_predicts_and_serves_it_without_torch(lora_run,
     assert "int8 ONNX" in said and "agree" in said and json.loads((out / "stancerun.json").read_text())["quantized"] == "int8"
     assert main(["export", str(lora_run), str(tmp_path / "x"), "--int8"]) == 2  # --int8 alone: it needs --onnx
     texts = ["we support the new park plan", "this ban is terrible"]
-    code = ("import json, sys; from stancerun.cli import main; main(['predict', sys.argv[1], *sys.argv[2:]]); "
+    code = ("import json, sys; from stancerun.cli.main import main; main(['predict', sys.argv[1], *sys.argv[2:]]); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     done = subprocess.run([sys.executable, "-c", code, str(out), *texts], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import stancerun
-from stancerun import plugins
-from stancerun.config import load_experiment
+from stancerun.registry import discovery as plugins
+from stancerun.config.experiment import load_experiment
 from stancerun.errors import ConfigError, UsageError
-from stancerun.plugins import PluginWarning, build_registry, get_registry
+from stancerun.registry.discovery import PluginWarning, build_registry, get_registry
 
 
 class FakeDistribution(importlib.metadata.Distribution):
@@ -100,7 +100,7 @@ def test_third_party_plugin_through_an_entry_point(install, monkeypatch, tmp_pat
     path = tmp_path / "e.toml"
     path.write_text('[data]\nuse = "csv"\ntrain = "t.csv"\n[[metrics]]\nuse = "cohen_kappa"\nweights = "linear"\n')
     assert load_experiment(path).config["metrics"] == [{"use": "cohen_kappa", "weights": "linear"}]
-    from stancerun.config import build
+    from stancerun.config.experiment import build
 
     compute = build(registry, "metrics", {"use": "cohen_kappa", "weights": None})
     assert compute(stancerun.EvalPrediction([[1, 0], [0, 1]], [0, 1]))["kappa"] == 1.0
@@ -212,8 +212,8 @@ def test_a_third_party_baseline_is_scored_and_stacked_like_a_builtin(install, mo
                     '[ensemble]\nstack = ["prior"]\n')
     config = load_experiment(path, registry=registry).config
     assert config["evaluation"]["baselines"] == ["majority", "prior"] and config["ensemble"]["stack"] == ["prior"]
-    from stancerun import baselines
-    from stancerun.datasets import Examples
+    from stancerun.evaluation import baselines
+    from stancerun.data.rows import Examples
 
     fitted = baselines.fit(registry, config["evaluation"]["baselines"], Examples(["a", "b", "c"], [0, 0, 1]), ["x", "y"])
     scores = baselines.score_all(fitted, {"validation": Examples(["d"], [0])}, 2)["validation"]
@@ -222,7 +222,7 @@ def test_a_third_party_baseline_is_scored_and_stacked_like_a_builtin(install, mo
 
 # -- `stancerun plugins`: --verbose, --json, clashes and the allow-list's unknown names -------
 def test_plugins_verbose_shows_options_read_from_the_signature(capsys):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     assert main(["plugins", "--verbose"]) == 0
     out = capsys.readouterr().out
@@ -234,7 +234,7 @@ def test_plugins_verbose_shows_options_read_from_the_signature(capsys):
 
 
 def test_plugins_json_is_the_same_information_for_tools(capsys):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     assert main(["plugins", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -269,7 +269,7 @@ def odd_plugin() -> types.ModuleType:
 
 
 def test_plugins_describes_odd_factories_without_failing(install, monkeypatch, capsys):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     monkeypatch.setenv(plugins.ALLOW_ENV, "odd-stance")
     install(FakeDistribution("odd-stance", "1.0", {"odd": "odd_stance"}), modules={"odd_stance": odd_plugin()})
@@ -286,7 +286,7 @@ def test_plugins_describes_odd_factories_without_failing(install, monkeypatch, c
 
 
 def test_a_clash_is_shown_by_plugins_and_stops_validate(install, monkeypatch, capsys, tmp_path):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     monkeypatch.setenv(plugins.ALLOW_ENV, "acme-stance")
     install(FakeDistribution("acme-stance", "1.0", {"acme": "acme_stance"}),
@@ -312,7 +312,7 @@ def test_a_clash_is_shown_by_plugins_and_stops_validate(install, monkeypatch, ca
 
 
 def test_two_plugins_of_one_name_are_shown_by_plugins(install, monkeypatch, capsys):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     monkeypatch.setenv(plugins.ALLOW_ENV, "acme-one,acme-two")
     install(FakeDistribution("acme-one", "1.0", {"acme": "acme_one"}), FakeDistribution("acme-two", "2.0", {"acme": "acme_two"}),
@@ -332,7 +332,7 @@ def test_two_plugins_of_one_name_are_shown_by_plugins(install, monkeypatch, caps
 
 
 def test_an_allow_list_name_that_is_not_installed_is_reported(install, monkeypatch, capsys):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     monkeypatch.setenv(plugins.ALLOW_ENV, "acme_stance, foo-bar, stancerun")  # stancerun itself is always known
     install(FakeDistribution("acme-stance", "1.0", {"acme": "acme_stance"}),

@@ -60,7 +60,7 @@ class NoRestore:
 
 
 def test_an_object_that_breaks_its_contract_is_named_with_its_plugin(builtin_registry):
-    from stancerun.config import build
+    from stancerun.config.experiment import build
 
     builtin_registry.register("models", "half", lambda: NoRestore(), "halfplug")
     with pytest.raises(UsageError, match=r"model 'half' of plugin 'halfplug' breaks its contract: its factory returned "
@@ -72,7 +72,7 @@ RECORD = {"use": "bag", "plugin": "bagplug", "distribution": "bag-stance", "vers
 
 
 def test_rebuilding_without_the_plugin_that_built_the_run_names_its_distribution(builtin_registry):
-    from stancerun.components import rebuild
+    from stancerun.components.assembly import rebuild
 
     with pytest.raises(UsageError, match=r"this run's model 'bag' was built by plugin 'bagplug' \(bag-stance 0.3\); "
                                          r"it is not installed or not allowed here \(pip install bag-stance"):
@@ -84,7 +84,7 @@ def test_rebuilding_without_the_plugin_that_built_the_run_names_its_distribution
 
 
 def test_a_model_directory_from_an_older_layout_is_a_clear_error(tmp_path, capsys):
-    from stancerun.cli import main
+    from stancerun.cli.main import main
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "stancerun.json").write_text(json.dumps({"labels": ["a", "b"], "base_model": "x"}))

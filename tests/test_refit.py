@@ -8,10 +8,10 @@ import json
 import pytest
 
 from conftest import tiny_experiment
-from stancerun.cli import main
-from stancerun.config import load_experiment
-from stancerun.refit import kept_epochs, second_pass
-from stancerun.runner import run_experiment
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
+from stancerun.engine.refit import kept_epochs, second_pass
+from stancerun.engine.run import run_experiment
 
 
 def results_of(run) -> dict:

@@ -13,9 +13,9 @@ import textwrap
 import pytest
 
 from conftest import tiny_experiment
-from stancerun.cli import main
-from stancerun.config import load_experiment
-from stancerun.runner import resume_run, run_experiment
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
+from stancerun.engine.run import resume_run, run_experiment
 
 KILLER = '''
 import os, signal
@@ -43,11 +43,11 @@ DRIVER = '''
 import sys
 sys.path.insert(0, sys.argv[1])
 import killer_plugin
-from stancerun import plugins
-from stancerun.plugins import build_registry, discover
+from stancerun.registry import discovery as plugins
+from stancerun.registry.discovery import build_registry, discover
 plugins._registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()]
                                    + [("killer", killer_plugin, "tests", "0")])
-from stancerun.cli import main
+from stancerun.cli.main import main
 raise SystemExit(main(sys.argv[2:]))
 '''
 
@@ -60,8 +60,8 @@ def killer(tmp_path, monkeypatch):
     import importlib
 
     import killer_plugin
-    from stancerun import plugins
-    from stancerun.plugins import build_registry, discover
+    from stancerun.registry import discovery as plugins
+    from stancerun.registry.discovery import build_registry, discover
 
     importlib.reload(killer_plugin)
     registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()] + [("killer", killer_plugin, "tests", "0")])
@@ -159,8 +159,8 @@ KILL_DRIVER = '''
 import json, os, signal, sys
 from pathlib import Path
 
-from stancerun import artifacts
-from stancerun.engine import Trainer
+from stancerun.rundir import artifacts
+from stancerun.engine.trainer import Trainer
 
 POINT = os.environ.get("STANCERUN_TEST_KILL", "")
 seen = {"point": POINT, "checkpoints": [], "evaluations": 0, "step": None}
@@ -225,7 +225,7 @@ if POINT:
 
     Trainer.evaluation_step = counted_evaluation_step
 
-from stancerun.cli import main
+from stancerun.cli.main import main
 raise SystemExit(main(sys.argv[1:]))
 '''
 
@@ -233,7 +233,7 @@ KILL_POINTS = ["after_checkpoint", "during_checkpoint_write", "during_evaluation
 
 
 def kill_driver(folder, *args, point=None, note=None):
-    from stancerun.plugins import ALLOW_ENV
+    from stancerun.registry.discovery import ALLOW_ENV
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STANCERUN_TEST_KILL")}
     env[ALLOW_ENV] = ""

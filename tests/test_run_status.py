@@ -9,8 +9,8 @@ import types
 import pytest
 
 from conftest import tiny_experiment
-from stancerun.cli import main
-from stancerun.plugins import build_registry, discover
+from stancerun.cli.main import main
+from stancerun.registry.discovery import build_registry, discover
 
 
 class Explodes:
@@ -26,7 +26,7 @@ class Explodes:
 @pytest.fixture
 def registry(monkeypatch):
     import stancerun
-    from stancerun import plugins
+    from stancerun.registry import discovery as plugins
 
     plugin = types.ModuleType("exploding_plugin")
 

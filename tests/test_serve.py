@@ -14,10 +14,10 @@ import time
 import pytest
 
 from conftest import stance_rows, tiny_experiment, write_csv
-from stancerun.config import load_experiment
-from stancerun.predict import predict
-from stancerun.runner import run_experiment
-from stancerun.serve import Limits, create_app
+from stancerun.config.experiment import load_experiment
+from stancerun.inference.predict import predict
+from stancerun.engine.run import run_experiment
+from stancerun.inference.serve import Limits, create_app
 
 QUIET = "[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
 
@@ -106,7 +106,7 @@ def test_every_error_code(run_dir):
 
 
 def test_a_full_queue_answers_429(run_dir):
-    from stancerun.serve import Batcher, Job, Metrics, RequestError
+    from stancerun.inference.serve import Batcher, Job, Metrics, RequestError
 
     batcher = Batcher(predictor=None, limits=Limits(max_queue=2), metrics=Metrics())  # never started: nothing drains
     for _ in range(2):
@@ -129,7 +129,7 @@ def test_a_pair_model_requires_pairs(pair_run_dir):
 
 
 def test_a_failing_forward_pass_is_a_500_and_the_server_goes_on(run_dir):
-    from stancerun.serve import TorchPredictor
+    from stancerun.inference.serve import TorchPredictor
 
     class Flaky(TorchPredictor):
         calls = 0
@@ -218,9 +218,9 @@ def test_the_real_server_batches_a_burst_and_stops_on_sigterm(run_dir):
 def test_serve_in_bfloat16_and_refuse_a_dtype_for_an_export(run_dir):
     from fastapi.testclient import TestClient
 
-    from stancerun.artifacts import load_model
+    from stancerun.rundir.artifacts import load_model
     from stancerun.errors import UsageError
-    from stancerun.serve import predictor_for
+    from stancerun.inference.serve import predictor_for
 
     with TestClient(create_app(run_dir, Limits(), None, dtype="bfloat16")) as client:
         while client.get("/health").status_code != 200:

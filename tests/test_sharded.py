@@ -5,8 +5,8 @@ DDP (it enables FSDP only for GPU/NPU/XPU multi-device types). So this test patc
 the way `accelerate launch --use_fsdp` sets it on GPUs (an FSDP2 plugin wrapping each BertLayer,
 distributed_type = FSDP), to run stancerun's save paths under real FSDP2 sharding (DTensor
 parameters) on two gloo processes; on GPUs the same code runs unpatched. A driver script in
-tmp_path replaces ``stancerun.runner.make_accelerator`` with that and calls
-``stancerun.cli.main``; torch.distributed.run starts it twice.
+tmp_path replaces ``stancerun.engine.run.make_accelerator`` with that and calls
+``stancerun.cli.main.main``; torch.distributed.run starts it twice.
 
 Each run keeps the best model (load_best_model_at_end) and checkpoints every epoch, so the
 best-model copy, the checkpoints, the restore of the best weights and the final save all gather
@@ -49,7 +49,7 @@ import json
 import os
 import sys
 
-import stancerun.runner as runner
+import stancerun.engine.run as runner
 
 _make_accelerator = runner.make_accelerator
 
@@ -92,7 +92,7 @@ def make_accelerator(training):
 
 runner.make_accelerator = make_accelerator
 
-from stancerun.cli import main  # noqa: E402
+from stancerun.cli.main import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))
 '''
@@ -154,9 +154,9 @@ def assert_sharded(probe: Path, model_class_part: str) -> None:
 
 def trainable_shapes(experiment_path: Path) -> dict[str, tuple]:
     """The trainable parameters' names and shapes as a single process builds the model."""
-    from stancerun.components import build_components
-    from stancerun.config import load_experiment
-    from stancerun.plugins import get_registry
+    from stancerun.components.assembly import build_components
+    from stancerun.config.experiment import load_experiment
+    from stancerun.registry.discovery import get_registry
 
     registry = get_registry()
     components = build_components(load_experiment(experiment_path, SETTINGS, registry), registry)

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 
 from stancerun import EvalPrediction
-from stancerun.stats import aggregate, bootstrap_ci, fit_temperature, nll, paired_bootstrap, reliability, softmax
+from stancerun.evaluation.stats import aggregate, bootstrap_ci, fit_temperature, nll, paired_bootstrap, reliability, softmax
 
 
 def accuracy(pred):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_experiment
-from stancerun import sweepplan
-from stancerun.cli import main
-from stancerun.config import load_experiment
+from stancerun.config import sweepplan
+from stancerun.cli.main import main
+from stancerun.config.experiment import load_experiment
 from stancerun.errors import ConfigError
 
 QUIET = """
@@ -100,7 +100,7 @@ def test_two_workers_share_one_study(tmp_path, tiny_bert, stance_data, storage):
     # both workers took trials (their leases name two processes)
     import optuna
 
-    from stancerun.sweep import LEASE, open_sweep
+    from stancerun.studies.sweep import LEASE, open_sweep
 
     study = open_sweep(str(out), storage=POSTGRES if storage == "postgresql" else None).study()
     assert len({t.system_attrs[LEASE]["pid"] for t in study.trials}) == 2
@@ -221,7 +221,7 @@ def test_a_worker_killed_mid_trial_is_run_again_on_resume(tmp_path, tiny_bert, s
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert, stance_data):
-    from stancerun.sweeprun import run_sweep
+    from stancerun.studies.sweep_workers import run_sweep
 
     extra = QUIET + f'[sweep]\npruner = "hyperband"\n"model.name" = ["{tiny_bert}", "{tmp_path / "no-such-model"}"]\n'
     path = tiny_experiment(tmp_path, tiny_bert, extra=extra)
@@ -232,7 +232,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, tiny_bert, 
 
 
 def test_a_storage_that_cannot_be_opened_is_one_clear_error_and_leaves_nothing(tmp_path, tiny_bert, stance_data, capsys):
-    from stancerun.sweep import public_url
+    from stancerun.studies.sweep import public_url
 
     assert public_url("postgresql+psycopg2://sweeper:s3cret@db-host:5432/runs") == "postgresql+psycopg2://sweeper@db-host:5432/runs"
     path = tiny_experiment(tmp_path, tiny_bert, extra=GRID)

@@ -9,8 +9,8 @@ import types
 import pytest
 
 import stancerun
-from stancerun import plugins
-from stancerun.config import load_experiment
+from stancerun.registry import discovery as plugins
+from stancerun.config.experiment import load_experiment
 
 pytest_plugins = ["pytester"]
 
@@ -53,7 +53,7 @@ def test_a_plugin_metric_lands_in_results_json(stancerun_plugin, stancerun_exper
 
 def test_the_registration_is_undone_after_the_test():
     # runs after the test above: its plugin is gone, and discovery is the real one again
-    assert plugins.discover.__module__ == "stancerun.plugins"
+    assert plugins.discover.__module__ == "stancerun.registry.discovery"
     registry = plugins.get_registry()
     assert registry.names("metrics") == BUILTIN_METRICS
     assert "acme" not in {p.name for p in registry.plugins}
@@ -101,8 +101,8 @@ def test_the_kit_needs_no_conftest(pytester):
         import types
 
         import stancerun
-        from stancerun import plugins
-        from stancerun.config import load_experiment
+        from stancerun.registry import discovery as plugins
+        from stancerun.config.experiment import load_experiment
 
 
         @stancerun.hookimpl
@@ -150,7 +150,7 @@ def test_an_adapter_from_a_plugin_trains_and_its_model_reloads(stancerun_plugin,
     # whole model to the model plugin, and the reloaded model must predict what the run did.
     import csv
 
-    from stancerun.predict import predict
+    from stancerun.inference.predict import predict
 
     stancerun_plugin(BitFitPlugin, name="bitfit")
     run_dir = stancerun_run(stancerun_experiment('[adapter]\nuse = "bitfit"\n'))

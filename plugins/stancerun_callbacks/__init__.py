@@ -109,7 +109,7 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(self.log_dir or str(run.output_dir / "tensorboard"))
-        from stancerun.tomlio import dumps
+        from stancerun.config.tomlio import dumps
 
         self.writer.add_text("config", "```toml\n" + dumps(run.config) + "\n```")
 

@@ -218,7 +218,7 @@ class Contrastive:
         resulting embeddings (an informed start for the end-to-end loop, not a random head)."""
         import torch
 
-        from stancerun.batching import Collator, encode_examples, model_inputs
+        from stancerun.data.batching import Collator, encode_examples, model_inputs
 
         model.to(device)
         encoded = encode_examples(self.loaded.tokenizer, train, self.loaded.max_length)

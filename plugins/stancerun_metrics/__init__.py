@@ -29,7 +29,7 @@ def _fast(compute, from_confusion):
 def _prf(cm):
     """Per-class scores from confusion matrices: the core's one implementation, imported on
     first use so that loading this plugin (as `stancerun plugins` does) stays cheap."""
-    from stancerun.stats import per_class_scores
+    from stancerun.evaluation.stats import per_class_scores
 
     return per_class_scores(cm)
 

@@ -8,7 +8,7 @@ with an optional ``label_map`` that renames the file's labels (FAVOR -> support)
 from __future__ import annotations
 
 from stancerun import File, Split
-from stancerun.datasets import RowDataset, RowSource, read_jsonl
+from stancerun.data.rows import RowDataset, RowSource, read_jsonl
 
 
 class AcmeJsonl(RowDataset):

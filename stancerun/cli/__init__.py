@@ -1,0 +1,1 @@
+"""The `stancerun` command line: parsing, exit codes, one handler per command."""

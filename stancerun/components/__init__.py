@@ -1,0 +1,1 @@
+"""A run's plugin-built objects: building them from an experiment, rebuilding them for a saved run, preflight."""

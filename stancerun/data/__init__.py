@@ -1,0 +1,1 @@
+"""Rows -> labelled splits (CSV/JSONL readers, carving), data checks, and batching for the model."""

@@ -1,0 +1,422 @@
+"""`stancerun serve RUN_DIR`: one model in memory behind FastAPI, with dynamic batching.
+
+The request and response shapes are text-embeddings-inference's `/predict`
+(``{"inputs": ...}`` -> ``[{"label", "score"}, ...]`` per input, every label, best first;
+``raw_scores``, ``truncate``), with one difference users asked TEI for: a flat list is a batch
+of texts, and a (target, text) pair is a nested two-item list. A model trained on pairs
+requires pairs.
+
+Requests wait at most ``max_wait_ms`` to be joined into one forward pass of at most
+``max_batch_size`` texts (length-sorted inside, by the same code as `stancerun predict`). One
+inference thread runs the passes, so the event loop never blocks on the model. Errors are
+``{"error", "error_type"}``: 413 too many texts or a text too long, 422 malformed, 429 the
+queue is full, 401 a wrong API key; any other failure is a 500 and the server goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+
+
+@dataclass
+class Limits:
+    max_batch_size: int = 32  # texts per forward pass
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_client_batch_size: int = 32  # texts per request (TEI's name); more is a 413
+    max_queue: int = 512  # requests waiting; more is a 429
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, error_type: str, message: str):
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
+
+
+# -- the model ------------------------------------------------------------------------------
+class TorchPredictor:
+    """A run directory's model, as `stancerun predict` loads and applies it."""
+
+    def __init__(self, run_dir: Path, dtype: str = "float32"):
+        from stancerun.rundir import artifacts
+        from stancerun.inference.predict import inference_device
+
+        self.saved = artifacts.load_model(run_dir / "model", device=inference_device(), dtype=dtype)
+        self.dtype = dtype
+        self.info = self.saved.info
+        self.max_length = self.saved.max_length
+
+    def token_counts(self, texts: list[str], pairs: list[str] | None) -> list[int]:
+        args = (pairs, texts) if pairs is not None else (texts,)  # as stancerun.data.batching.encode: the target first
+        return [len(ids) for ids in self.saved.tokenizer(*args, truncation=False)["input_ids"]]
+
+    def logits(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        from stancerun.inference.predict import shipped_logits
+
+        return shipped_logits(self.saved, texts, pairs, batch_size=max(1, len(texts)))
+
+
+class OnnxPredictor:
+    """An ONNX export (`stancerun export --onnx`) through onnxruntime: torch is never imported."""
+
+    def __init__(self, export_dir: Path):
+        from tokenizers import Tokenizer
+
+        from stancerun.inference.onnx_predict import load_onnx
+
+        self.model = load_onnx(export_dir)
+        self.info = self.model.info
+        self.max_length = self.model.max_length
+        self.counter = None
+        if (export_dir / "tokenizer.json").is_file():
+            self.counter = Tokenizer.from_file(str(export_dir / "tokenizer.json"))  # untruncated: to count
+            self.counter.no_truncation()
+            self.counter.no_padding()
+
+    def token_counts(self, texts: list[str], pairs: list[str] | None) -> list[int]:
+        from stancerun.inference.onnx_predict import joined
+
+        if self.counter is None:  # no tokenizer.json: inputs are cut at max_length as if truncate were asked
+            return [0] * len(texts)
+        texts, pairs = joined(self.model, texts, pairs)
+        inputs = list(zip(pairs, texts)) if pairs is not None else texts
+        return [len(e.ids) for e in self.counter.encode_batch(inputs)]
+
+    def logits(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        from stancerun.inference.onnx_predict import onnx_logits
+
+        return onnx_logits(self.model, texts, pairs, batch_size=max(1, len(texts)))
+
+
+def predictor_for(path: Path, dtype: str = "float32"):
+    from stancerun.inference.onnx_predict import check_model_dir
+
+    return OnnxPredictor(path) if check_model_dir(path, dtype) else TorchPredictor(path, dtype)
+
+
+def run_summary(run_dir: Path) -> dict:
+    """The run's headline figures for /info (validation, and test when the run had one)."""
+    from stancerun.inference.onnx_predict import read_info
+
+    exported = (read_info(run_dir) or {}).get("exported_from")  # an ONNX export: its run's figures
+    path = Path(exported or run_dir) / "results.json"
+    if not path.is_file():
+        return {}
+    results = json.loads(path.read_text(encoding="utf-8"))
+    keep = ("accuracy", "f1_macro", "f1_favor_against")
+    return {split: {k: v for k, v in results[split].items() if k in keep} for split in ("final", "test") if split in results}
+
+
+# -- dynamic batching -----------------------------------------------------------------------
+@dataclass
+class Job:
+    texts: list[str]
+    pairs: list[str] | None
+    raw: bool
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    truncate: bool = False
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """A queue of requests and the one thread that runs them in batches."""
+
+    def __init__(self, predictor, limits: Limits, metrics):
+        self.predictor, self.limits, self.metrics = predictor, limits, metrics
+        self.jobs: collections.deque[Job] = collections.deque()
+        self.ready = threading.Condition()
+        self.closing = False
+        self.thread = threading.Thread(target=self.loop, name="stancerun-inference", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.ready:
+            if self.closing:
+                raise RequestError(503, "Unhealthy", "the server is shutting down")
+            if len(self.jobs) >= self.limits.max_queue:
+                raise RequestError(429, "Overloaded", f"the queue is full ({self.limits.max_queue} requests waiting)")
+            self.jobs.append(job)
+            self.metrics.queue.set(len(self.jobs))
+            self.ready.notify()
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self.ready:
+            self.closing = True
+            self.ready.notify()
+        self.thread.join()
+
+    def next_batch(self) -> list[Job] | None:
+        limit, wait = self.limits.max_batch_size, self.limits.max_wait_ms / 1000
+        with self.ready:
+            while not self.jobs:
+                if self.closing:
+                    return None
+                self.ready.wait()
+            deadline = self.jobs[0].enqueued + wait
+            while sum(len(j.texts) for j in self.jobs) < limit and not self.closing:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self.ready.wait(remaining)
+            batch = [self.jobs.popleft()]
+            size = len(batch[0].texts)
+            # Requests that fit, in arrival order; pairs and plain texts never share a pass.
+            while self.jobs and size + len(self.jobs[0].texts) <= limit and \
+                    (self.jobs[0].pairs is None) == (batch[0].pairs is None):
+                job = self.jobs.popleft()
+                batch.append(job)
+                size += len(job.texts)
+            self.metrics.queue.set(len(self.jobs))
+            return batch
+
+    def loop(self) -> None:
+        while (batch := self.next_batch()) is not None:
+            self.run(batch)
+
+    def run(self, batch: list[Job]) -> None:
+        try:
+            batch = self.refuse_too_long(batch)
+            if not batch:
+                return
+            texts = [t for job in batch for t in job.texts]
+            pairs = [p for job in batch for p in job.pairs] if batch[0].pairs is not None else None
+            self.metrics.batch_size.observe(len(texts))
+            logits = self.predictor.logits(texts, pairs)
+            answers, start = [], 0
+            for job in batch:
+                answers.append(scores(logits[start:start + len(job.texts)], self.predictor.info, job.raw))
+                start += len(job.texts)
+        except Exception as error:  # answered as a 500 to each request of the batch; the thread goes on
+            for job in batch:
+                job.loop.call_soon_threadsafe(settle, job.future, None, error)
+            return
+        for job, answer in zip(batch, answers):
+            job.loop.call_soon_threadsafe(settle, job.future, answer, None)
+
+    def refuse_too_long(self, batch: list[Job]) -> list[Job]:
+        """Answer 413 to requests with an input longer than the model reads (unless they asked to
+        truncate); the rest go on. In this thread, not the event loop's: the model and the
+        tokenizer take the cores in turn."""
+        strict = [job for job in batch if not job.truncate]
+        if not strict:
+            return batch
+        limit = self.predictor.max_length
+        counts = self.predictor.token_counts([t for j in strict for t in j.texts],
+                                             [p for j in strict for p in j.pairs] if strict[0].pairs is not None else None)
+        refused, start = set(), 0
+        for job in strict:
+            longest = max(counts[start:start + len(job.texts)])
+            start += len(job.texts)
+            if longest > limit:
+                refused.add(id(job))
+                error = RequestError(413, "Validation", f"an input has {longest} tokens; this model reads at most "
+                                                        f"{limit} (send \"truncate\": true to cut it)")
+                job.loop.call_soon_threadsafe(settle, job.future, None, error)
+        return [job for job in batch if id(job) not in refused]
+
+
+def settle(future: asyncio.Future, result, error) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def scores(logits: np.ndarray, info: dict, raw: bool) -> list[list[dict]]:
+    """Every label with its probability (or raw score), best first, per input."""
+    from stancerun.evaluation.stats import softmax
+
+    values = logits if raw else softmax(logits, info.get("temperature", 1.0))
+    labels = info["labels"]
+    return [[{"label": labels[i], "score": float(row[i])} for i in np.argsort(-row, kind="stable")] for row in values]
+
+
+# -- requests -------------------------------------------------------------------------------
+def parse(body: bytes, pair_column: str | None, limits: Limits) -> tuple[list[str], list[str] | None, bool, bool, bool]:
+    """(texts, pairs, single input?, raw_scores, truncate) from a /predict body, or a RequestError."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RequestError(422, "Validation", f"malformed JSON: {error}") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise RequestError(422, "Validation", 'expected a JSON object {"inputs": ...}')
+    raw, truncate = payload.get("raw_scores", False), payload.get("truncate", False)
+    if not isinstance(raw, bool) or not isinstance(truncate, bool):
+        raise RequestError(422, "Validation", "raw_scores and truncate are true or false")
+    inputs = payload["inputs"]
+    single = isinstance(inputs, str)
+    items = [inputs] if single else inputs
+    if not isinstance(items, list) or not items:
+        raise RequestError(422, "Validation", "inputs: a text, a list of texts, or a list of [target, text] pairs")
+    if len(items) > limits.max_client_batch_size:
+        raise RequestError(413, "Validation", f"{len(items)} inputs in one request; at most "
+                                              f"{limits.max_client_batch_size} (--max-client-batch-size)")
+    is_pair = [isinstance(i, list) and len(i) == 2 and all(isinstance(s, str) for s in i) for i in items]
+    is_text = [isinstance(i, str) for i in items]
+    if pair_column:
+        if not all(is_pair):
+            raise RequestError(422, "Validation", f"this model classifies ({pair_column}, text) pairs: send "
+                                                  f'{{"inputs": [["{pair_column} value", "text"], ...]}}')
+        return [i[1] for i in items], [i[0] for i in items], False, raw, truncate
+    if not all(is_text):
+        raise RequestError(422, "Validation", "this model classifies single texts: send a text or a list of texts "
+                                              "(it was not trained on pairs)")
+    return list(items), None, single, raw, truncate
+
+
+# -- metrics --------------------------------------------------------------------------------
+class Metrics:
+    """Prometheus metrics of one app, in a registry of its own."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("stancerun_requests", "Requests to /predict by status code", ["status"],
+                                registry=self.registry)
+        self.inputs = Counter("stancerun_inputs", "Texts classified", registry=self.registry)
+        self.latency = Histogram("stancerun_request_seconds", "Time to answer a /predict request",
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry)
+        self.batch_size = Histogram("stancerun_batch_size", "Texts per forward pass",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        self.queue = Gauge("stancerun_queue_length", "Requests waiting for a forward pass", registry=self.registry)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+# -- the app --------------------------------------------------------------------------------
+def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None = None, predictor_factory=None,
+               dtype: str = "float32"):
+    """The FastAPI app. The model loads in a thread when the app starts; /health is 503 until then."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    limits = limits or Limits()
+    metrics = Metrics()
+    state: dict = {"batcher": None, "error": None}
+    factory = predictor_factory or (lambda path: predictor_for(path, dtype))
+
+    def load() -> None:
+        try:
+            predictor = factory(run_dir)
+            batcher = Batcher(predictor, limits, metrics)
+            batcher.start()
+            state["batcher"] = batcher
+        except Exception as error:  # /health says why
+            state["error"] = f"{type(error).__name__}: {error}"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        loader = threading.Thread(target=load, name="stancerun-load", daemon=True)
+        loader.start()
+        yield
+        # SIGTERM: uvicorn has stopped accepting and waited for open requests; finish the queue.
+        await asyncio.get_running_loop().run_in_executor(None, loader.join)
+        if state["batcher"] is not None:
+            await asyncio.get_running_loop().run_in_executor(None, state["batcher"].close)
+
+    app = FastAPI(title="stancerun", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def error(status: int, error_type: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": message, "error_type": error_type}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # no request crashes the server
+        return error(500, "Backend", f"{type(exc).__name__}: {exc}")
+
+    @app.get("/health")
+    async def health():
+        if state["batcher"] is not None:
+            return {"status": "ok"}
+        if state["error"]:
+            return error(503, "Unhealthy", f"the model failed to load: {state['error']}")
+        return error(503, "Unhealthy", "the model is loading")
+
+    @app.get("/info")
+    async def info():
+        if state["batcher"] is None:
+            return error(503, "Unhealthy", state["error"] or "the model is loading")
+        predictor = state["batcher"].predictor
+        model_info = predictor.info
+        return {"model_id": str(run_dir), "labels": model_info["labels"],
+                "base_model": (model_info.get("components", {}).get("model", {}).get("options", {}).get("name")
+                               or model_info.get("source")),
+                "text_pair_column": model_info.get("text_pair_column"), "max_input_length": predictor.max_length,
+                "dtype": getattr(predictor, "dtype", model_info.get("quantized") or "float32"),
+                "max_batch_size": limits.max_batch_size, "max_client_batch_size": limits.max_client_batch_size,
+                "max_wait_ms": limits.max_wait_ms, "max_queue": limits.max_queue, "run": run_summary(run_dir)}
+
+    @app.get("/metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        began = time.perf_counter()
+        try:
+            response = await answer(request)
+        except RequestError as failure:
+            response = error(failure.status, failure.error_type, failure.message)
+        except Exception as failure:  # a failed forward pass: this request fails, the server goes on
+            response = error(500, "Backend", f"{type(failure).__name__}: {failure}")
+        metrics.requests.labels(status=str(response.status_code)).inc()
+        metrics.latency.observe(time.perf_counter() - began)
+        return response
+
+    async def answer(request: Request):
+        if api_key is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                raise RequestError(401, "Unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
+        batcher = state["batcher"]
+        if batcher is None:
+            raise RequestError(503, "Unhealthy", state["error"] or "the model is loading")
+        texts, pairs, single, raw, truncate = parse(await request.body(), batcher.predictor.info.get("text_pair_column"),
+                                                    limits)
+        loop = asyncio.get_running_loop()
+        job = Job(texts, pairs, raw, loop.create_future(), loop, truncate)
+        batcher.submit(job)
+        result = await job.future
+        metrics.inputs.inc(len(texts))
+        return JSONResponse(result[0] if single else result)
+
+    return app
+
+
+def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None, dtype: str = "float32") -> None:
+    import uvicorn
+
+    from stancerun.inference.onnx_predict import check_model_dir
+
+    check_model_dir(run_dir, dtype)  # here, not only in the loading thread: bad input exits 2 before uvicorn starts
+    # Before torch loads. OpenMP's threads spin after each parallel region by default, taking the
+    # cores from the event loop's thread between passes: under load the server answered 8 requests/s
+    # spinning and 100 passive (benchmarks/serve.py, 2 cores). The inference thread tokenizes and runs
+    # the model in turn, so the tokenizer's own thread pool would only compete with torch's too.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # One event loop, one inference thread; uvicorn handles SIGTERM: stop accepting, finish open requests.
+    uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,1 @@
+"""What people read: report.md, the plots, and the leaderboard of several runs."""
