@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
+from stancerun import kinds
 from stancerun.data.rows import Examples, Splits
 
 
@@ -261,14 +262,7 @@ class Baseline(Protocol):
 
 
 #: kind -> the methods an object of that kind must have (the rest of each contract is optional).
-REQUIRED = {
-    "datasets": ("load",),
-    "models": ("load", "save", "restore", "rebuild_options"),
-    "adapters": ("apply",),
-    "metrics": ("__call__",),
-    "callbacks": (),
-    "baselines": ("fit", "predict"),
-}
+REQUIRED = {kind.name: kind.required for kind in kinds.KINDS}
 
 
 def conforms(kind: str, obj) -> list[str]:

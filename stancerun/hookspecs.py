@@ -8,6 +8,8 @@ it returns must do is stated in :mod:`stancerun.contracts`.
 
 import pluggy
 
+from stancerun import kinds
+
 hookspec = pluggy.HookspecMarker("stancerun")
 hookimpl = pluggy.HookimplMarker("stancerun")
 
@@ -55,4 +57,5 @@ def stancerun_register_baselines(register):
     ``[evaluation] baselines``."""
 
 
-KINDS = ("datasets", "models", "adapters", "metrics", "callbacks", "baselines")
+#: The kinds, in the order they are registered and listed (stancerun.kinds has one row per kind).
+KINDS = tuple(kind.name for kind in kinds.KINDS)

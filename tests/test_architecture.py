@@ -20,7 +20,7 @@ IGNORED = {"stancerun", "stancerun.__main__"}
 #: The house, bottom to top: a module imports only from its own unit and the units of lower layers.
 #: A unit is a top-level module or a subpackage; every one of them stands in exactly one layer.
 LAYERS = (
-    ("stancerun.errors",),                       # the exceptions and one-line problems
+    ("stancerun.errors", "stancerun.kinds"),     # the exceptions and one-line problems; the table of plugin kinds
     ("stancerun.hookspecs", "stancerun.options"),  # the hooks plugins implement; the option types they annotate with
     ("stancerun.registry",),                     # entry-point discovery and the table of what plugins register
     ("stancerun.data",),                         # rows -> labelled splits, data checks, batching

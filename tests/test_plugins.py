@@ -69,6 +69,31 @@ def install(monkeypatch):
     return _install
 
 
+def test_every_table_of_kinds_derives_from_the_one_in_stancerun_kinds():
+    # The five tables the kinds were once restated in, with the values they had by hand.
+    from stancerun import contracts, hookspecs, kinds
+    from stancerun.components.assembly import SAVED
+    from stancerun.config.schema import BASELINES, COMPONENT_SECTIONS
+    from stancerun.registry.table import NOUNS
+
+    assert hookspecs.KINDS == ("datasets", "models", "adapters", "metrics", "callbacks", "baselines")
+    assert NOUNS == {"datasets": "dataset", "models": "model", "adapters": "adapter", "metrics": "metric",
+                     "callbacks": "callback", "baselines": "baseline"}
+    assert contracts.REQUIRED == {"datasets": ("load",), "models": ("load", "save", "restore", "rebuild_options"),
+                                  "adapters": ("apply",), "metrics": ("__call__",), "callbacks": (),
+                                  "baselines": ("fit", "predict")}
+    assert COMPONENT_SECTIONS == {"data": ("datasets", False, None), "model": ("models", False, {"use": "hf"}),
+                                  "adapter": ("adapters", False, {"use": "lora"}),
+                                  "metrics": ("metrics", True, [{"use": "accuracy"}]),
+                                  "callbacks": ("callbacks", True, [])}
+    assert SAVED == {"data": "datasets", "model": "models", "adapter": "adapters"}
+    assert BASELINES == ("majority", "tfidf", "ngram_svm")
+    # One hook per kind, named after it, and nothing else declared as a hook.
+    assert sorted(name for name in dir(hookspecs) if name.startswith("stancerun_")) == sorted(k.hook for k in kinds.KINDS)
+    assert [k.table for k in kinds.KINDS] == ["[data]", "[model]", "[adapter]", "[[metrics]]", "[[callbacks]]",
+                                              "[evaluation] baselines"]
+
+
 def test_builtins_register_every_component(builtin_registry):
     assert builtin_registry.names("datasets") == ["csv", "hf", "inline", "jsonl"]
     assert builtin_registry.names("models") == ["hf", "sentence"]

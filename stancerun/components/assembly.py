@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from stancerun import contracts
+from stancerun import contracts, kinds
 from stancerun.config.experiment import Experiment, build
 from stancerun.data.rows import Splits
 from stancerun.errors import UsageError
@@ -19,7 +19,7 @@ from stancerun.registry.table import NOUNS, Registry
 from stancerun.config.schema import CORE_OPTIONS
 
 #: The sections whose components a saved model records, so it can be rebuilt through them.
-SAVED = {"data": "datasets", "model": "models", "adapter": "adapters"}
+SAVED = {kind.section: kind.name for kind in kinds.KINDS if kind.saved}
 
 #: Version of model/stancerun.json's layout.
 FORMAT = 2

@@ -9,16 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
+from stancerun import kinds
 from stancerun.options import Range
 
-#: section -> (component kind, is a list of tables, default when the section is absent)
-COMPONENT_SECTIONS = {
-    "data": ("datasets", False, None),  # required
-    "model": ("models", False, {"use": "hf"}),
-    "adapter": ("adapters", False, {"use": "lora"}),
-    "metrics": ("metrics", True, [{"use": "accuracy"}]),
-    "callbacks": ("callbacks", True, []),
-}
+#: section -> (component kind, is a list of tables, default when the section is absent: None = required),
+#: for the kinds an experiment names in a top-level table of their own (baselines sit in [evaluation]).
+COMPONENT_SECTIONS = {kind.section: (kind.name, kind.many, kind.default) for kind in kinds.KINDS
+                      if "." not in kind.section}
 
 #: Keys of a component table that the core handles itself (not passed to the factory).
 CORE_OPTIONS = {
@@ -28,7 +25,7 @@ CORE_OPTIONS = {
 
 #: The baselines every experiment is scored against unless it says otherwise (built-in plugin
 #: stancerun_baselines): per-target majority, TF-IDF + logistic regression, SemEval's n-gram SVM.
-BASELINES = ("majority", "tfidf", "ngram_svm")
+BASELINES = tuple(kinds.BY_NAME["baselines"].default)
 
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from stancerun import kinds
 from stancerun.errors import UsageError, did_you_mean
 from stancerun.hookspecs import KINDS
 
 #: Singular nouns for messages ("unknown metric 'acuracy'").
-NOUNS = {"datasets": "dataset", "models": "model", "adapters": "adapter", "metrics": "metric", "callbacks": "callback",
-         "baselines": "baseline"}
+NOUNS = {kind.name: kind.noun for kind in kinds.KINDS}
 
 
 @dataclass(frozen=True)
