@@ -50,6 +50,13 @@ class EvalPrediction:
         return self.logits.argmax(axis=-1)
 
     @property
+    def class_names(self) -> list[str]:
+        """One name per output, for per-class keys (``recall_<name>``): ``label_names`` when there
+        is one per output, else the outputs' positions ("0", "1", ...)."""
+        n = self.logits.shape[-1] if self.logits.ndim else 0
+        return list(self.label_names) if len(self.label_names) == n else [str(i) for i in range(n)]
+
+    @property
     def probabilities(self):
         """Softmax over the classes, computed stably."""
         import numpy as np

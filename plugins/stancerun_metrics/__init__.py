@@ -27,20 +27,13 @@ def _fast(compute, from_confusion):
 
 
 def _prf(cm):
-    """Per-class scores from confusion matrices: the core's one implementation, imported on
-    first use so that loading this plugin (as `stancerun plugins` does) stays cheap."""
-    from stancerun.evaluation.stats import per_class_scores
-
-    return per_class_scores(cm)
+    """Per-class scores from confusion matrices: the core's one implementation, looked up on
+    first use so that loading this plugin (as `stancerun plugins` does) stays cheap (no numpy)."""
+    return stancerun.per_class_scores(cm)
 
 
 def _label_ids(pred) -> list[int]:
     return list(range(pred.logits.shape[-1]))
-
-
-def _names(pred) -> list[str]:
-    ids = _label_ids(pred)
-    return pred.label_names if len(pred.label_names) == len(ids) else [str(i) for i in ids]
 
 
 def accuracy():
@@ -67,7 +60,7 @@ def _averaged(metric: str, average: Average):
         labels = _label_ids(pred)
         if average == "per_class":
             values = score(pred.labels, pred.predictions, labels=labels, average=None, zero_division=0)
-            return {f"{metric}_{name}": float(v) for name, v in zip(_names(pred), values)}
+            return {f"{metric}_{name}": float(v) for name, v in zip(pred.class_names, values)}
         value = score(pred.labels, pred.predictions, labels=labels, average=average, zero_division=0)
         return {f"{metric}_{average}": float(value)}
 
@@ -119,7 +112,7 @@ def f1_favor_against(*, classes: list[str] | None = None, no_stance: str | None 
     def compute(pred):
         from sklearn.metrics import f1_score
 
-        value = f1_score(pred.labels, pred.predictions, labels=stance_ids(_names(pred)), average="macro", zero_division=0)
+        value = f1_score(pred.labels, pred.predictions, labels=stance_ids(pred.class_names), average="macro", zero_division=0)
         return {"f1_favor_against": float(value)}
 
     def from_confusion(cm, names):

@@ -18,8 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from stancerun.errors import UsageError
-from stancerun_metrics import _names as label_names  # the built-ins' per-class key names
+from stancerun import UsageError
 
 #: evaluate metric -> the built-in metric (scikit-learn, no download) that computes the same.
 BUILTIN_TWIN = {"accuracy": "accuracy", "f1": "f1", "precision": "precision", "recall": "recall",
@@ -53,7 +52,7 @@ def hf_evaluate(*, name: str, prefix: str = "", config_name: str | None = None, 
         results = metric.compute(predictions=pred.predictions, references=pred.labels, **options)
         found: dict[str, float] = {}
         for key, value in (results or {}).items():
-            _numbers(str(key), value, label_names(pred), found)
+            _numbers(str(key), value, pred.class_names, found)  # the built-ins' per-class key names
         if not found:
             raise ValueError(f"metric 'hf_evaluate' ({name}) returned no number: {results!r}")
         return {prefix + key: value for key, value in found.items()}

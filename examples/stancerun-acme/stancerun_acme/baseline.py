@@ -3,7 +3,7 @@ number of that label's keywords it contains, plus the label's log-frequency (whi
 The keywords come from the experiment (``keywords``) or are learned from the training split.
 
 A baseline is fitted in seconds on the training split and scored beside the fine-tuned model in
-results.json and report.md (stancerun.contracts.Baseline). ``save``/``restore`` let
+results.json and report.md (stancerun.Baseline). ``save``/``restore`` let
 ``[ensemble] stack`` ship it inside the run's model directory: JSON here, never pickle.
 """
 
@@ -15,8 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-from stancerun import Range
-from stancerun.errors import UsageError
+from stancerun import Range, UsageError
 from stancerun_acme.text import words
 
 FILE = "acme_lexicon.json"

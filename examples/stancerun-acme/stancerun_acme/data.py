@@ -7,8 +7,7 @@ with an optional ``label_map`` that renames the file's labels (FAVOR -> support)
 
 from __future__ import annotations
 
-from stancerun import File, Split
-from stancerun.data.rows import RowDataset, RowSource, read_jsonl
+from stancerun import File, RowDataset, RowSource, Split, read_jsonl
 
 
 class AcmeJsonl(RowDataset):

@@ -1,6 +1,6 @@
 """Model ``acme_bag``: the mean of hashed word embeddings, then a linear layer. No transformers.
 
-What stancerun asks of a model (stancerun.contracts.Model): ``load(labels)`` gives a fresh model,
+What stancerun asks of a model (stancerun.Model): ``load(labels)`` gives a fresh model,
 ``save`` writes what ``restore`` needs to rebuild the trained one in another process (`stancerun
 predict RUN_DIR`), and ``rebuild_options()`` says which factory options build this model again.
 """
@@ -12,8 +12,7 @@ import zlib
 from pathlib import Path
 from typing import Annotated
 
-from stancerun import Range
-from stancerun.contracts import LoadedModel
+from stancerun import LoadedModel, Range
 from stancerun_acme.text import words
 
 WEIGHTS, CONFIG = "acme_bag.safetensors", "acme_bag.json"  # safetensors, never pickle
@@ -21,7 +20,7 @@ WEIGHTS, CONFIG = "acme_bag.safetensors", "acme_bag.json"  # safetensors, never 
 
 class HashTokenizer:
     """Words hashed into ``buckets`` ids: no vocabulary to fit, since load() sees no data.
-    Called the way the core calls a transformers tokenizer (stancerun.contracts.Tokenizer)."""
+    Called the way the core calls a transformers tokenizer (stancerun.Tokenizer)."""
 
     pad_token_id = 0
     unknown_id = 1  # an empty text still gets one token

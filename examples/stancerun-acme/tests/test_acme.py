@@ -20,9 +20,8 @@ import pytest
 
 import stancerun
 import stancerun_acme
-from stancerun.config.experiment import build, load_experiment
-from stancerun.data.rows import Examples
-from stancerun.errors import ConfigError, UsageError
+from stancerun import ConfigError, Examples, UsageError
+from stancerun.testing import build, load_experiment, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = ROOT / "experiments" / "acme.toml"
@@ -169,8 +168,6 @@ def test_model_learns_and_reloads(registry, stancerun_experiment, stancerun_run)
                                                                   "stancerun.json"]
 
     # Rebuilt from model/ alone, through the plugin: the same predictions as the run made.
-    from stancerun.inference.predict import predict
-
     saved = read_csv(run / "predictions.csv")
     rows = predict(run, [row["text"] for row in saved], None, batch_size=16)
     assert [row["label"] for row in rows] == [row["prediction"] for row in saved]
