@@ -188,6 +188,36 @@ def test_plugin_whose_hook_raises_is_recorded():
     assert registry.plugins[0].error == "RuntimeError: boom"
 
 
+def test_a_misspelled_or_unmarked_hook_is_the_plugin_s_error_not_silence():
+    # pluggy passes over a hook it has no spec for, and over a function not marked as a hook:
+    # the plugin would register nothing and its components be "unknown" with no word why.
+    misspelled, unmarked, fine = (types.ModuleType(n) for n in ("misspelled", "unmarked", "fine"))
+
+    @stancerun.hookimpl
+    def stancerun_register_metric(register):
+        register("kappa", lambda: None)
+
+    def stancerun_register_callbacks(register):
+        register("noisy", lambda: None)
+
+    misspelled.stancerun_register_metric = stancerun_register_metric
+    unmarked.stancerun_register_callbacks = stancerun_register_callbacks
+    fine.stancerun_register_metrics = metric_plugin("fine", "kappa").stancerun_register_metrics
+    with pytest.warns(PluginWarning) as caught:
+        registry = build_registry([("misspelled", misspelled, "misspelled-dist", "1"),
+                                   ("unmarked", unmarked, "unmarked-dist", "1"), ("fine", fine, "fine-dist", "1")])
+    errors = {p.name: p.error for p in registry.plugins}
+    assert errors["misspelled"] == ("PluginValidationError: unknown hook 'stancerun_register_metric' "
+                                    "(did you mean 'stancerun_register_metrics'?)")
+    assert errors["unmarked"] == ("PluginValidationError: 'stancerun_register_callbacks' is not marked "
+                                  "@stancerun.hookimpl, so it would never be called")
+    assert errors["fine"] is None and registry.names("metrics") == ["kappa"]  # the others load on
+    assert registry.by_plugin("misspelled") == {} and registry.names("callbacks") == []
+    assert "plugin 'misspelled' (misspelled-dist) failed to load" in str(caught[0].message)
+    assert "unknown metric 'x'; known: kappa (plugins that failed to load: misspelled, unmarked)" in \
+        registry.unknown_message("metrics", "x")
+
+
 def test_invalid_registration_is_a_usage_error():
     module = types.ModuleType("bad")
 

@@ -9,6 +9,7 @@ A name in it that no installed plugin distribution answers to is warned about.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import warnings
 from typing import Iterable
@@ -16,7 +17,7 @@ from typing import Iterable
 import pluggy
 
 from stancerun import hookspecs
-from stancerun.errors import UsageError
+from stancerun.errors import UsageError, did_you_mean
 from stancerun.registry.table import Clash, PluginInfo, Registry
 
 ENTRY_POINT_GROUP = "stancerun"
@@ -93,7 +94,8 @@ def unknown_allowed() -> dict[str, str]:
 def build_registry(plugins: Iterable[tuple[str, object, str, str]], strict: bool = True) -> Registry:
     """A registry from (plugin name, module or loader, distribution, version) tuples.
 
-    A plugin whose import or hooks raise is recorded with its error and skipped. Two plugins
+    A plugin whose import or hooks raise, or that has a hook stancerun does not know (misspelled,
+    or not marked ``@stancerun.hookimpl``), is recorded with its error and skipped. Two plugins
     that claim one name (a component's or a plugin's) raise :class:`UsageError`; with
     ``strict=False`` (for ``stancerun plugins``, which must show what is wrong rather than stop
     on it) the first claimant keeps the name and the clash is recorded in ``registry.clashes``.
@@ -101,6 +103,13 @@ def build_registry(plugins: Iterable[tuple[str, object, str, str]], strict: bool
     registry = Registry(strict=strict)
     pm = pluggy.PluginManager("stancerun")
     pm.add_hookspecs(hookspecs)
+    _add_plugins(pm, registry, plugins, strict)
+    _call_hooks(pm, registry, strict)
+    return registry
+
+
+def _add_plugins(pm: pluggy.PluginManager, registry: Registry, plugins, strict: bool) -> None:
+    """Import each plugin and hand it to pluggy, whose hooks must all be stancerun's."""
     pm_dists: dict[str, str] = {}
     for name, module, dist, version in plugins:
         info = PluginInfo(name, dist, version)
@@ -117,12 +126,50 @@ def build_registry(plugins: Iterable[tuple[str, object, str, str]], strict: bool
                 registry.clashes.append(clash)
                 info.error = f"not loaded: its name is taken by plugin '{name}' of '{pm_dists[name]}'"
                 continue
+            unmarked_hooks(module)
             pm.register(module, name=name)
+            try:
+                pm.check_pending()  # a marked function whose name is no hook of stancerun's
+            except pluggy.PluginValidationError as error:
+                message = unknown_hooks(pm)
+                pm.unregister(name=name)
+                raise pluggy.PluginValidationError(module, message) from error
             pm_dists[name] = dist
         except UsageError:
             raise
         except Exception as error:  # a broken plugin must not break runs that do not use it
             _record_failure(info, error)
+
+
+#: The hooks a plugin may implement, one per kind.
+HOOKS = tuple(f"stancerun_register_{kind}" for kind in hookspecs.KINDS)
+
+
+def unmarked_hooks(module) -> None:
+    """A function named like a hook but not marked ``@stancerun.hookimpl``: pluggy would pass
+    over it in silence, and the plugin would register nothing."""
+    for attribute in dir(module):
+        value = getattr(module, attribute, None)
+        if (attribute.startswith("stancerun_register") and inspect.isroutine(value)
+                and not hasattr(value, "stancerun_impl")):
+            known = "" if attribute in HOOKS else f" (and no hook of stancerun's; {_hook_hint(attribute)})"
+            raise pluggy.PluginValidationError(module, f"'{attribute}' is not marked @stancerun.hookimpl, so it would "
+                                                       f"never be called{known}")
+
+
+def unknown_hooks(pm: pluggy.PluginManager) -> str:
+    """What :meth:`pluggy.PluginManager.check_pending` found, said with the hook's name."""
+    names = [name for name, caller in vars(pm.hook).items()
+             if not name.startswith("_") and not caller.has_spec() and caller.get_hookimpls()]
+    return "; ".join(f"unknown hook '{name}' ({_hook_hint(name)})" for name in names)
+
+
+def _hook_hint(name: str) -> str:
+    return did_you_mean(name, HOOKS) or f"the hooks are {', '.join(HOOKS)}"
+
+
+def _call_hooks(pm: pluggy.PluginManager, registry: Registry, strict: bool) -> None:
+    """Each plugin's hooks, kind by kind, each with a ``register`` that files under that plugin."""
     for kind in hookspecs.KINDS:
         for impl in getattr(pm.hook, f"stancerun_register_{kind}").get_hookimpls():
             info = next(p for p in registry.plugins if p.name == impl.plugin_name)
@@ -138,7 +185,6 @@ def build_registry(plugins: Iterable[tuple[str, object, str, str]], strict: bool
                 _record_failure(info, error)  # an invalid registration: listed as the plugin's error
             except Exception as error:
                 _record_failure(info, error)
-    return registry
 
 
 def _record_failure(info: PluginInfo, error: Exception) -> None:
