@@ -2,8 +2,9 @@
 
 A factory's signature is its schema: ``def csv(*, train: File, labels: list[str] | None = None)``.
 ``check`` turns a TOML value into the annotated type or explains, in words, what was expected.
-Supported annotations: bool, int, float, str, ``list[X]``, ``dict[str, X]``, ``X | None``,
-``Literal[...]``, frozen dataclasses (nested tables) and ``Annotated[X, Range(...) | File()]``.
+Supported annotations (:data:`SUPPORTED`): bool, int, float, str, ``list[X]``, ``dict[str, X]``,
+``X | None``, ``Literal[...]``, frozen dataclasses (nested tables), ``Annotated[X, Range(...) | File()]``
+and ``Any``; :func:`unsupported` finds any other.
 """
 
 from __future__ import annotations
@@ -130,78 +131,144 @@ def _show(value) -> str:
     return f"the {name} {shown}".rstrip()
 
 
+#: What an option may be annotated with, for messages about one that is not.
+SUPPORTED = ("bool, int, float, str, list[X], dict[str, X], X | None, Literal[...], a frozen dataclass, "
+             "Annotated[X, stancerun.Range(...)], stancerun.File, Any")
+
+
+class UnsupportedAnnotation(TypeError):
+    """An option annotated with a type :func:`check` cannot convert a TOML value to: the plugin's
+    mistake, found whether or not an experiment sets the option."""
+
+    def __init__(self, annotation, option: str | None = None):
+        self.annotation, self.option = annotation, option
+        where = f"option '{option}': " if option else ""
+        super().__init__(f"{where}{shown(annotation)} is not an annotation stancerun can check a TOML value against "
+                         f"(supported: {SUPPORTED})")
+
+
+def shown(annotation) -> str:
+    """An annotation as its author wrote it: pathlib.Path, tuple[int, int]."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        module = annotation.__module__
+        return annotation.__qualname__ if module == "builtins" else f"{module}.{annotation.__qualname__}"
+    return repr(annotation).removeprefix("typing.")
+
+
+def unsupported(annotation):
+    """The part of ``annotation`` that :func:`check` cannot handle (None when it handles all of it)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation in (bool, int, float, str, Any, list, dict) or origin is Literal:
+        return None
+    if origin is Annotated or (origin is list and args):
+        return unsupported(args[0])
+    if origin is dict:
+        return unsupported(args[1]) if args else None  # the keys are TOML keys: strings
+    if origin in (Union, types.UnionType):
+        return next((bad for arg in args if arg is not type(None) and (bad := unsupported(arg)) is not None), None)
+    if dataclasses.is_dataclass(annotation):
+        hints = typing.get_type_hints(annotation, include_extras=True)
+        return next((bad for f in dataclasses.fields(annotation) if (bad := unsupported(hints[f.name])) is not None),
+                    None)
+    return annotation
+
+
+#: What a converter returns for a value of the wrong shape ("expected ..., got ..." follows).
+_MISFIT = object()
+
+
 def check(value, annotation, *, base_dir: Path | None = None, must_exist: bool = True):
     """Return ``value`` converted to ``annotation``; raise :class:`Invalid` if it does not fit.
 
     ``File`` options come back as absolute paths (relative ones are joined to ``base_dir``);
     ``must_exist=False`` skips the existence check (rebuilding a saved run's dataset only to read
-    new files with it must not need the old training files).
+    new files with it must not need the old training files). An annotation outside
+    :data:`SUPPORTED` raises :class:`UnsupportedAnnotation`.
     """
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation in (list, dict):  # bare list / dict: any items
         origin = annotation
     if origin is Annotated:
-        try:
-            value = check(value, args[0], base_dir=base_dir, must_exist=must_exist)
-        except Invalid as error:
-            if error.key or not any(isinstance(m, Range) for m in args[1:]):
-                raise
-            raise Invalid(f"expected {describe(annotation)}, got {_show(value)}") from None
-        for marker in args[1:]:
-            if isinstance(marker, Range) and value is not None and (bad := marker.violation(value)):
-                raise Invalid(f"expected {describe(annotation)}, got {value!r} (must be {bad})")
-            if isinstance(marker, FileMarker):
-                value = _check_path(value, marker, base_dir, must_exist)
-        return value
+        return _check_annotated(value, annotation, base_dir, must_exist)
     if annotation is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return check(value, arg, base_dir=base_dir, must_exist=must_exist)
-            except Invalid as error:
-                last = error
-        if len([a for a in args if a is not type(None)]) == 1:
-            raise last
+        return _check_union(value, annotation, base_dir, must_exist)
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise Invalid(f"expected {describe(annotation)}, got {value!r}")
+    if annotation in (bool, int, float, str):
+        converted = _check_scalar(value, annotation)
+    elif origin in (list, dict):
+        converted = _check_container(value, origin, args, base_dir, must_exist)
+    elif dataclasses.is_dataclass(annotation):
+        converted = value if isinstance(value, annotation) else _MISFIT
+        if isinstance(value, dict):
+            converted = check_table(value, annotation, base_dir=base_dir, must_exist=must_exist)
+    else:
+        raise UnsupportedAnnotation(annotation)
+    if converted is _MISFIT:
         raise Invalid(f"expected {describe(annotation)}, got {_show(value)}")
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation is float:
+    return converted
+
+
+def _check_annotated(value, annotation, base_dir, must_exist):
+    """``Annotated[X, markers]``: X first, then each Range bound and File marker."""
+    base, *markers = typing.get_args(annotation)
+    try:
+        value = check(value, base, base_dir=base_dir, must_exist=must_exist)
+    except Invalid as error:
+        if error.key or not any(isinstance(m, Range) for m in markers):
+            raise
+        raise Invalid(f"expected {describe(annotation)}, got {_show(value)}") from None
+    for marker in markers:
+        if isinstance(marker, Range) and value is not None and (bad := marker.violation(value)):
+            raise Invalid(f"expected {describe(annotation)}, got {value!r} (must be {bad})")
+        if isinstance(marker, FileMarker):
+            value = _check_path(value, marker, base_dir, must_exist)
+    return value
+
+
+def _check_union(value, annotation, base_dir, must_exist):
+    """``X | Y | None``: the first member the value fits; with one member, that member's own message."""
+    args = typing.get_args(annotation)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return check(value, arg, base_dir=base_dir, must_exist=must_exist)
+        except Invalid as error:
+            last = error
+    if len([a for a in args if a is not type(None)]) == 1:
+        raise last
+    raise Invalid(f"expected {describe(annotation)}, got {_show(value)}")
+
+
+def _check_scalar(value, annotation):
+    """bool, int, float or str, strictly: a boolean is no integer, and an integer is a float."""
+    if annotation is float:
         # TOML writes 3 for 3.0; accept integers where numbers are expected.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):  # nan passes every bound; no option means infinity
                 raise Invalid(f"expected {describe(annotation)}, got {value!r} (must be finite)")
             return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    elif origin is Literal:
-        if value in args and type(value) in {type(a) for a in args}:
-            return value
-        raise Invalid(f"expected {describe(annotation)}, got {value!r}")
-    elif origin is list:
-        if isinstance(value, list):
-            return [_check_item(v, args[0] if args else Any, f"[{i}]", base_dir, must_exist) for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict):
-            inner = args[1] if args else Any
-            return {k: _check_item(v, inner, f".{k}", base_dir, must_exist) for k, v in value.items()}
-    elif dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        if isinstance(value, dict):
-            return check_table(value, annotation, base_dir=base_dir, must_exist=must_exist)
-    else:
-        raise TypeError(f"unsupported option annotation: {annotation!r}")
-    raise Invalid(f"expected {describe(annotation)}, got {_show(value)}")
+        return _MISFIT
+    if annotation is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _MISFIT
+    return value if isinstance(value, annotation) else _MISFIT
+
+
+def _check_container(value, origin, args, base_dir, must_exist):
+    """A list or a table, each item checked against its annotation (errors name the item)."""
+    if origin is list and isinstance(value, list):
+        return [_check_item(v, args[0] if args else Any, f"[{i}]", base_dir, must_exist) for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        inner = args[1] if args else Any
+        return {k: _check_item(v, inner, f".{k}", base_dir, must_exist) for k, v in value.items()}
+    return _MISFIT
 
 
 def _check_item(value, annotation, key, base_dir, must_exist=True):

@@ -402,3 +402,110 @@ def test_an_allow_list_name_that_is_not_installed_is_reported(install, monkeypat
     with pytest.warns(PluginWarning, match=re.escape(message)):
         registry = get_registry()
     assert "cohen_kappa" in registry.names("metrics")  # the names that are installed still load
+
+
+# -- a plugin author's mistakes, each said once and plainly --------------------------------
+def mistaken_plugin() -> types.ModuleType:
+    """A metric registered as itself instead of its factory, and a dataset whose option is
+    annotated with a type the options cannot be checked against."""
+    module = types.ModuleType("mistaken_stance")
+
+    def compute(pred):
+        return {"error_rate": float((pred.predictions != pred.labels).mean())}
+
+    def folder(*, path: Path, labels: list[str] | None = None):  # Path: as the module imports it
+        """Rows from a folder."""
+
+    @stancerun.hookimpl
+    def stancerun_register_metrics(register):
+        register("error_rate", compute)
+
+    @stancerun.hookimpl
+    def stancerun_register_datasets(register):
+        register("folder", folder)
+
+    module.stancerun_register_metrics = stancerun_register_metrics
+    module.stancerun_register_datasets = stancerun_register_datasets
+    return module
+
+
+@pytest.fixture
+def mistaken(install, monkeypatch):
+    monkeypatch.setenv(plugins.ALLOW_ENV, "mistaken-stance")
+    install(FakeDistribution("mistaken-stance", "1.0", {"mistaken": "mistaken_stance"}),
+            modules={"mistaken_stance": mistaken_plugin()})
+    return get_registry()
+
+
+def test_a_metric_registered_instead_of_its_factory_is_named_as_such(mistaken, tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\na,x\nb,y\n")
+    path = tmp_path / "e.toml"
+    path.write_text('[data]\nuse = "csv"\ntrain = "t.csv"\n[[metrics]]\nuse = "accuracy"\n'
+                    '[[metrics]]\nuse = "error_rate"\n')
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path)
+    (problem,) = error.value.problems  # not "metrics[1].pred: missing required option"
+    assert problem.key == "metrics[1].use"
+    assert problem.message.startswith("metric 'error_rate' of plugin 'mistaken' takes 'pred', a prediction: it is the "
+                                      "metric itself. Register the factory that returns the metric, not the metric "
+                                      "itself")
+    from stancerun.config.experiment import build
+
+    with pytest.raises(UsageError, match="not the metric itself"):
+        build(mistaken, "metrics", {"use": "error_rate"})
+
+
+def test_a_factory_that_takes_an_option_but_is_no_metric_is_left_alone():
+    from stancerun.config.experiment import factory_problem
+    from stancerun.registry.table import Component
+
+    def weighted(weights):  # one required positional option, named like no prediction
+        return lambda pred: {}
+
+    def typed(x: "stancerun.EvalPrediction"):
+        return {}
+
+    assert factory_problem("metrics", Component("metrics", "weighted", weighted, "p")) is None
+    assert "it is the metric itself" in factory_problem("metrics", Component("metrics", "typed", typed, "p"))
+    # only a metric can be mistaken for its factory; to a callback the option is just unusable
+    assert "EvalPrediction is not an annotation" in factory_problem("callbacks", Component("callbacks", "t", typed, "p"))
+
+
+def test_an_unsupported_option_annotation_names_plugin_component_and_option(mistaken, tmp_path, capsys):
+    from stancerun.cli.main import main
+    from stancerun.options import SUPPORTED
+
+    (tmp_path / "rows").mkdir()
+    path = tmp_path / "e.toml"
+    path.write_text('[data]\nuse = "folder"\npath = "rows"\n')
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path)
+    (problem,) = error.value.problems  # no bare TypeError
+    assert problem.key == "data.use"
+    assert problem.message == ("dataset 'folder' of plugin 'mistaken' cannot be configured: option 'path': "
+                               f"pathlib.Path is not an annotation stancerun can check a TOML value against "
+                               f"(supported: {SUPPORTED})")
+    # `plugins --verbose` marks it instead of showing `path` as a valid option
+    assert main(["plugins", "--verbose"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "dataset folder (plugin mistaken): Rows from a folder." in out
+    assert "option 'path': pathlib.Path is not an annotation stancerun can check" in out
+    assert main(["plugins", "--json"]) == 0
+    folder = next(c for c in json.loads(capsys.readouterr().out)["components"] if c["name"] == "folder")
+    assert "option 'path': pathlib.Path" in folder["error"] and folder["options"] == []
+
+
+def test_unsupported_finds_the_part_of_an_annotation_that_cannot_be_checked():
+    import pathlib
+    from typing import Annotated, Any, Literal
+
+    from stancerun.options import UnsupportedAnnotation, check, unsupported
+
+    for fine in (bool, int, float, str, Any, list, dict, list[str], dict[str, float], int | None, Literal["a"],
+                 stancerun.File, Annotated[float, stancerun.Range(gt=0)], stancerun.Split, list[stancerun.Split]):
+        assert unsupported(fine) is None, fine
+    assert unsupported(pathlib.Path) is pathlib.Path
+    assert unsupported(list[pathlib.Path] | None) is pathlib.Path
+    assert unsupported(dict[str, tuple]) is tuple
+    with pytest.raises(UnsupportedAnnotation, match=r"^tuple\[int, int\] is not an annotation"):
+        check([1, 2], tuple[int, int])

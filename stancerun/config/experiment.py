@@ -20,7 +20,7 @@ from stancerun.config import sweepplan
 from stancerun.config import tomlio
 from stancerun.data.rows import read_text
 from stancerun.errors import SET_ORIGIN, ConfigError, Problem, UsageError, did_you_mean, show_file
-from stancerun.options import Invalid, check, describe, to_plain
+from stancerun.options import Invalid, UnsupportedAnnotation, check, describe, to_plain, unsupported
 from stancerun.registry.table import NOUNS, Registry
 from stancerun.config.schema import (COMPONENT_SECTIONS, CORE_OPTIONS, EnsembleConfig, EvaluationConfig, TopLevel, TrainingConfig,
                               baseline_rows)
@@ -192,9 +192,39 @@ def option_rows(target) -> tuple[list[tuple[str, str, Any]], bool]:
     :func:`options_schema` as validation reads them, and whether other keys are taken too; for
     ``stancerun plugins --verbose``. Defaults are shown as ``validate`` writes them."""
     schema, extra = options_schema(target)
+    for name, (annotation, _) in schema.items():
+        if (bad := unsupported(annotation)) is not None:
+            raise UnsupportedAnnotation(bad, name)
     rows = [(name, describe(annotation), default if default is REQUIRED else to_plain(default))
             for name, (annotation, default) in schema.items()]
     return rows, extra
+
+
+#: Parameter names that say a function takes the prediction: a metric, not the factory of one.
+PREDICTION_NAMES = ("pred", "preds", "prediction", "predictions", "eval_pred", "eval_prediction", "p")
+
+
+def factory_problem(kind: str, component) -> str | None:
+    """Why a registered factory cannot be configured at all, said as the plugin's mistake (None
+    when it can): a metric registered in place of its factory, or an option annotated with a type
+    the options cannot be checked against."""
+    who = f"{NOUNS[kind]} '{component.name}' of plugin '{component.plugin}'"
+    try:
+        schema, _ = options_schema(component.factory)
+        parameters = inspect.signature(component.factory).parameters.values()
+    except (TypeError, ValueError):  # a signature that cannot be read: nothing to judge by
+        return None
+    required = [p for p in parameters if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if kind == "metrics" and len(required) == 1 and required[0].kind is not required[0].KEYWORD_ONLY:
+        annotation = schema.get(required[0].name, (Any,))[0]
+        if required[0].name in PREDICTION_NAMES or "EvalPrediction" in str(annotation):
+            return (f"{who} takes '{required[0].name}', a prediction: it is the metric itself. Register the "
+                    "factory that returns the metric, not the metric itself (def factory(**options): ... return "
+                    "compute)")
+    for name, (annotation, _) in schema.items():
+        if (bad := unsupported(annotation)) is not None:
+            return f"{who} cannot be configured: {UnsupportedAnnotation(bad, name)}"
+    return None
 
 
 class Validator:
@@ -253,6 +283,10 @@ class Validator:
             self.add(path + ("use",), registry.unknown_message(kind, name), registry.suggest(kind, name))
             return None
         factory = registry.components[kind][name].factory
+        problem = factory_problem(kind, registry.components[kind][name])
+        if problem:  # the plugin's mistake: one line for it, not one per option it confuses
+            self.add(path + ("use",), problem)
+            return None
         core = CORE_OPTIONS.get(section, {})
         options = {k: v for k, v in table.items() if k != "use" and k not in core}
         resolved = {"use": name, **self.bind(options, factory, path, what=f"option of {NOUNS[kind]} '{name}'")}
@@ -457,6 +491,9 @@ def build(registry: Registry, kind: str, table: dict, *, files_must_exist: bool 
     from stancerun.contracts import conforms
 
     component = registry.get(kind, table["use"])
+    problem = factory_problem(kind, component)
+    if problem:
+        raise UsageError(problem)
     schema, _ = options_schema(component.factory)
     options = {}
     core = CORE_OPTIONS.get({"datasets": "data"}.get(kind, kind), {})
