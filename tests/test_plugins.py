@@ -489,7 +489,7 @@ def test_an_unsupported_option_annotation_names_plugin_component_and_option(mist
     assert main(["plugins", "--verbose"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "dataset folder (plugin mistaken): Rows from a folder." in out
-    assert "option 'path': pathlib.Path is not an annotation stancerun can check" in out
+    assert "unusable: option 'path': pathlib.Path is not an annotation stancerun can check" in out
     assert main(["plugins", "--json"]) == 0
     folder = next(c for c in json.loads(capsys.readouterr().out)["components"] if c["name"] == "folder")
     assert "option 'path': pathlib.Path" in folder["error"] and folder["options"] == []

@@ -35,38 +35,58 @@ def validate(args) -> int:
 
 
 def plugins(args) -> int:
+    registry, unknown = _load_leniently(args)
+    components = _describe_components(registry)
+    if args.json:
+        _print_plugins_json(registry, components, unknown)
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    _print_plugins_table(console, registry, unknown)
+    if args.verbose:
+        _print_options(console, components)
+    return 0
+
+
+def _load_leniently(args):
+    """Every plugin, loaded without stopping on a clash or a broken plugin (showing them is this
+    command's job), and the allow-list's names that no installed plugin answers to."""
     import contextlib
-    import json
     import sys
 
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     from stancerun.registry.discovery import PluginWarning, load, unknown_allowed
-    from stancerun.registry.table import NOUNS
 
     # For --json, whatever a plugin prints while it loads goes to stderr: stdout must stay JSON.
     with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
         warnings.simplefilter("ignore", PluginWarning)  # failures are shown in the table instead
         # Lenient: a clash that stops every run is exactly what this command must still show.
         registry = load(strict=False)
-    unknown = unknown_allowed()
-    components = _describe_components(registry)
-    if args.json:
-        report = {
-            "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
-                        for p in registry.plugins],
-            "components": [{**c, "options": [{**o, "default": _jsonable(o["default"])} for o in c["options"]]}
-                           for c in components],
-            "clashes": [{"kind": c.kind, "name": c.name, "between": list(c.between), "message": c.message}
-                        for c in registry.clashes],
-            "unknown_allowed": list(unknown),
-        }
-        print(json.dumps(report, indent=2))  # plain print: rich would wrap and colour it
-        return 0
+    return registry, unknown_allowed()
 
-    console = Console()
+
+def _print_plugins_json(registry, components: list[dict], unknown: dict) -> None:
+    import json
+
+    report = {
+        "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
+                    for p in registry.plugins],
+        "components": [{**c, "options": [{**o, "default": _jsonable(o["default"])} for o in c["options"]]}
+                       for c in components],
+        "clashes": [{"kind": c.kind, "name": c.name, "between": list(c.between), "message": c.message}
+                    for c in registry.clashes],
+        "unknown_allowed": list(unknown),
+    }
+    print(json.dumps(report, indent=2))  # plain print: rich would wrap and colour it
+
+
+def _print_plugins_table(console, registry, unknown: dict) -> None:
+    """One row per plugin and kind, then the clashes and the allow-list's unknown names."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from stancerun.registry.table import NOUNS
+
     table = Table(title="stancerun plugins")
     for column in ("plugin", "distribution", "version", "kind", "names"):
         table.add_column(column)
@@ -86,26 +106,31 @@ def plugins(args) -> int:
                       soft_wrap=True)
     for message in unknown.values():
         console.print(f"[yellow]{escape(message)}[/]", soft_wrap=True)
-    if args.verbose:
-        for c in components:
-            console.print()
-            doc = f": {escape(c['doc'])}" if c["doc"] else ""
-            console.print(f"[bold]{c['kind']} {escape(c['name'])}[/] (plugin {escape(c['plugin'])}){doc}", soft_wrap=True)
-            if c["error"]:
-                console.print(f"  [red]{escape(c['error'])}[/]", soft_wrap=True)
-            elif not c["options"] and not c["other_options"]:
-                console.print("  no options")
-            else:
-                options = Table(box=None, padding=(0, 2), show_edge=False)
-                for column in ("option", "type", "default"):
-                    options.add_column(column)
-                for o in c["options"]:
-                    default = "[bold]required[/]" if o["required"] else escape(repr(o["default"]))
-                    options.add_row(escape(o["name"]), escape(o["type"]), default)
-                if c["other_options"]:
-                    options.add_row("(any other key)", "any value", "-")
-                console.print(options)
-    return 0
+
+
+def _print_options(console, components: list[dict]) -> None:
+    """--verbose: each component's options (name, type, default), or why it has none to show."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for c in components:
+        console.print()
+        doc = f": {escape(c['doc'])}" if c["doc"] else ""
+        console.print(f"[bold]{c['kind']} {escape(c['name'])}[/] (plugin {escape(c['plugin'])}){doc}", soft_wrap=True)
+        if c["error"]:
+            console.print(f"  [red]{escape(c['error'])}[/]", soft_wrap=True)
+        elif not c["options"] and not c["other_options"]:
+            console.print("  no options")
+        else:
+            options = Table(box=None, padding=(0, 2), show_edge=False)
+            for column in ("option", "type", "default"):
+                options.add_column(column)
+            for o in c["options"]:
+                default = "[bold]required[/]" if o["required"] else escape(repr(o["default"]))
+                options.add_row(escape(o["name"]), escape(o["type"]), default)
+            if c["other_options"]:
+                options.add_row("(any other key)", "any value", "-")
+            console.print(options)
 
 
 def _describe_components(registry) -> list[dict]:
@@ -117,6 +142,7 @@ def _describe_components(registry) -> list[dict]:
     from stancerun.config.experiment import REQUIRED, option_rows
     from stancerun.hookspecs import KINDS
     from stancerun.registry.table import NOUNS
+    from stancerun.options import UnsupportedAnnotation
 
     found = []
     for kind in KINDS:
@@ -128,6 +154,9 @@ def _describe_components(registry) -> list[dict]:
             entry["doc"] = re.split(r"(?<=[.!?])\s+(?=[A-Z`])", paragraph, maxsplit=1)[0]
             try:
                 rows, entry["other_options"] = option_rows(component.factory)
+            except UnsupportedAnnotation as error:  # the component cannot be used: say why, as validate would
+                entry["error"] = f"unusable: {error}"
+                rows = []
             except Exception as error:  # a plugin's factory whose signature cannot be read: say so, list the rest
                 entry["error"] = f"cannot read its options: {type(error).__name__}: {error}"
                 rows = []
