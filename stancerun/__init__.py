@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 _SURFACE = {
     # hooks, and the option types factories annotate their options with
     "hookimpl": "stancerun.hookspecs",
-    "File": "stancerun.options", "Range": "stancerun.options", "Split": "stancerun.options",
+    "File": "stancerun.options", "Directory": "stancerun.options", "Range": "stancerun.options",
+    "Split": "stancerun.options",
     # the contracts: what each kind of object keeps, and what the core hands it
     "Dataset": "stancerun.contracts", "Model": "stancerun.contracts", "Adapter": "stancerun.contracts",
     "Metric": "stancerun.contracts", "Callback": "stancerun.contracts", "Baseline": "stancerun.contracts",

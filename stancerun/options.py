@@ -60,6 +60,8 @@ class FileMarker:
 
 #: A path to an existing data file, resolved relative to the file that wrote it.
 File = Annotated[str, FileMarker()]
+#: A path to an existing directory, resolved the same way.
+Directory = Annotated[str, FileMarker(directory=True)]
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _show(value) -> str:
 
 #: What an option may be annotated with, for messages about one that is not.
 SUPPORTED = ("bool, int, float, str, list[X], dict[str, X], X | None, Literal[...], a frozen dataclass, "
-             "Annotated[X, stancerun.Range(...)], stancerun.File, Any")
+             "Annotated[X, stancerun.Range(...)], stancerun.File, stancerun.Directory, Any")
 
 
 class UnsupportedAnnotation(TypeError):

@@ -4,7 +4,9 @@ key is accepted; every hook and every built-in component is documented and used 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,93 @@ def test_every_hook_and_builtin_component_is_used_by_a_test(builtin_registry):
             if not any(form in tests for form in forms):
                 untested.append(f"{NOUNS[kind]} '{name}'")
     assert not untested, "no test uses: " + ", ".join(untested)
+
+
+# -- the dotted paths the docs name, and the plugin surface they teach ------------------------
+ROOT = DOCS.parent
+DOTTED = re.compile(r"(?<![\w./-])stancerun(?:\.[A-Za-z_]\w*)+")
+#: A last part that makes a dotted name a file (model/stancerun.json), not a Python path.
+FILE_SUFFIXES = {"json", "jsonl", "toml", "md", "csv", "py", "txt", "yaml", "yml", "log", "png", "whl"}
+
+
+def documented_paths(paths) -> dict[str, str]:
+    """Every stancerun.* dotted path the files name -> where it is first named (file:line)."""
+    found = {}
+    for path in paths:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for dotted in DOTTED.findall(line):
+                if dotted.rpartition(".")[2] not in FILE_SUFFIXES:
+                    found.setdefault(dotted, f"{path.relative_to(ROOT)}:{number}")
+    return found
+
+
+def resolve(dotted: str):
+    """The object a dotted path names: its longest importable module, then attributes."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        name = ".".join(parts[:end])
+        try:
+            found = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:  # the module exists but needs something missing
+                raise
+            continue
+        for attribute in parts[end:]:
+            found = getattr(found, attribute)
+        return found
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_stancerun_path_in_the_docs_imports():
+    paths = documented_paths(sorted(DOCS.glob("*.md")) + [ROOT / "README.md"])
+    assert "stancerun.testing" in paths and "stancerun.RowDataset" in paths  # the scan sees both kinds
+    broken = []
+    for dotted, where in sorted(paths.items()):
+        try:
+            resolve(dotted)
+        except (ImportError, AttributeError) as error:
+            broken.append(f"{where}: {dotted}: {type(error).__name__}: {error}")
+    assert not broken, "paths the docs name that do not import:\n" + "\n".join(broken)
+
+
+def test_the_plugin_docs_teach_the_surface_and_nothing_else():
+    import stancerun
+
+    paths = documented_paths([DOCS / "plugins.md", DOCS / "writing-plugins.md"])
+    outside = [f"{where}: {dotted}" for dotted, where in sorted(paths.items())
+               if dotted.split(".")[1] not in stancerun.__all__ and not dotted.startswith("stancerun.testing")]
+    assert not outside, "internal paths in the plugin docs (use stancerun.<name>):\n" + "\n".join(outside)
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    undocumented = [name for name in stancerun.__all__ if name != "__version__" and f"`stancerun.{name}`" not in text]
+    assert not undocumented, f"names of the surface that docs/plugins.md does not list: {undocumented}"
+
+
+def python_block(text: str, containing: str) -> str:
+    """The ```python block of a doc that contains ``containing``."""
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def test_the_documented_tsv_dataset_reads_its_own_files_for_evaluate(tmp_path):
+    # docs/plugins.md's dataset example, as a new author copies it: it trains on TSV, and
+    # `stancerun evaluate --data new.tsv` reads the new file through the same read_file.
+    from stancerun.components.assembly import FORMAT
+    from stancerun.inference.evaluate import read_labelled
+    from stancerun.testing import build, build_registry
+
+    module = types.ModuleType("tsv_stance")
+    exec(python_block((DOCS / "plugins.md").read_text(encoding="utf-8"), "class TsvDataset"), module.__dict__)
+    registry = build_registry([("tsvplug", module, "tsv-stance", "0.1")])
+    rows = "text\tlabel\n" + "".join(f"{w} it, really\t{label}\n" for w, label in
+                                         [("love", "support"), ("hate", "oppose")] * 5)
+    (tmp_path / "train.tsv").write_text(rows, encoding="utf-8")
+    (tmp_path / "new.tsv").write_text("text\tlabel\nhate it, truly\toppose\nlove, yes\tsupport\n", encoding="utf-8")
+    options = {"train": str(tmp_path / "train.tsv"), "labels": ["support", "oppose"]}
+    splits = build(registry, "datasets", {"use": "tsv", **options}).load()
+    assert splits.labels == ["support", "oppose"] and len(splits.train) + len(splits.validation) == 10
+
+    record = {"use": "tsv", "plugin": "tsvplug", "distribution": "tsv-stance", "version": "0.1", "options": options}
+    info = {"format": FORMAT, "labels": splits.labels, "components": {"data": record}}
+    examples = read_labelled(tmp_path / "new.tsv", info, tmp_path, registry)
+    assert (examples.texts, examples.labels) == (["hate it, truly", "love, yes"], [1, 0])

@@ -38,7 +38,7 @@ def problems(experiment: Experiment, registry: Registry) -> list[Problem]:
         for i, name in enumerate(stacked):
             if not saves_itself(build(registry, "baselines", rows[name])):
                 add(f"ensemble.stack[{i}]", [f"baseline '{name}' cannot be stacked: it has no save()/restore() to ship "
-                                             "inside the model (see stancerun.contracts.Baseline)"])
+                                             "inside the model (see stancerun.Baseline)"])
 
     # Every metric is built, labels known or not: a factory that cannot work here (an evaluate
     # metric neither cached nor reachable) stops validate and run now, not after training.

@@ -507,5 +507,5 @@ def build(registry: Registry, kind: str, table: dict, *, files_must_exist: bool 
     if missing:
         raise UsageError(f"{NOUNS[kind]} '{component.name}' of plugin '{component.plugin}' breaks its contract: "
                          f"its factory returned {type(built).__name__!r} without {', '.join(m + '()' for m in missing)} "
-                         "(see stancerun.contracts)")
+                         f"(see stancerun.{NOUNS[kind].capitalize()})")
     return built

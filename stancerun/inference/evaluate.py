@@ -26,7 +26,7 @@ def read_labelled(path: Path, info: dict, model_dir: Path, registry):
     dataset = rebuild(registry, "datasets", record, files_must_exist=False)
     if not callable(getattr(dataset, "read", None)):
         raise UsageError(f"--data: dataset '{record['use']}' (plugin '{record['plugin']}') cannot read files: "
-                         "it has no read(path, labels) (see stancerun.contracts.Dataset)")
+                         "it has no read(path, labels) (see stancerun.Dataset)")
     return dataset.read(str(path), info["labels"])
 
 
