@@ -210,3 +210,22 @@ def test_the_documented_tsv_dataset_reads_its_own_files_for_evaluate(tmp_path):
     info = {"format": FORMAT, "labels": splits.labels, "components": {"data": record}}
     examples = read_labelled(tmp_path / "new.tsv", info, tmp_path, registry)
     assert (examples.texts, examples.labels) == (["hate it, truly", "love, yes"], [1, 0])
+
+
+def test_the_documented_example_package_passes_its_own_tests(tmp_path):
+    # docs/plugins.md's complete package (acme_stance) with its tests/test_acme.py, copied as they
+    # are and run by pytest in a new process: what the docs teach works as written.
+    import os
+    import subprocess
+    import sys
+
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    (tmp_path / "acme_stance").mkdir()
+    (tmp_path / "acme_stance" / "__init__.py").write_text(python_block(text, "def cohen_kappa("), encoding="utf-8")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_acme.py").write_text(python_block(text, "def test_cohen_kappa("), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "4 passed" in done.stdout
