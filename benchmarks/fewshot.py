@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cache = args.cache or args.out.with_name(f"{args.out.stem}.runs.jsonl")
 
-    import stancerun_hf
+    import stancerun
 
     from stancerun.errors import UsageError
     from stancerun.registry.discovery import get_registry
@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         datasets = [load_data(name, registry, args.test_limit, args.tweeteval_dir) for name in args.data]
         with tempfile.TemporaryDirectory(prefix="fewshot-bench-") as work:
-            ctx = Context(stancerun_hf.resolve_model(MODEL), registry, recipes, args.epochs, Path(work))
+            ctx = Context(stancerun.resolve_model(MODEL), registry, recipes, args.epochs, Path(work))
             records, failures = benchmark(datasets, args.sizes, args.draws, ctx, cache, run, args.force)
             settings = {c: ctx.settings(c) for c in CONTENDERS}
     except UsageError as error:

@@ -79,7 +79,7 @@ def settings(variant: str) -> str | None:
 
 
 def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log=print) -> None:
-    from stancerun_hf import resolve_model
+    from stancerun import resolve_model
 
     from stancerun.config import tomlio
     from stancerun.data.rows import concat

@@ -51,7 +51,7 @@ def load_with_peft(run_dir: Path, merge: bool):
     """The notebook's reload: the base model with a fresh head, then the adapter (which brings
     the trained head back through modules_to_save)."""
     from peft import PeftModel
-    from stancerun_hf import resolve_model  # the packaged MiniLM's local path (no hub)
+    from stancerun import resolve_model  # the packaged MiniLM's local path (no hub)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     info = json.loads((run_dir / "model" / "stancerun.json").read_text(encoding="utf-8"))

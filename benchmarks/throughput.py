@@ -190,7 +190,7 @@ def lora_model():
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
-    from stancerun_hf import quiet_loading, resolve_model
+    from stancerun import quiet_loading, resolve_model
 
     set_seed(SEED)
     path = resolve_model(MODEL)

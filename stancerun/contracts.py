@@ -81,7 +81,7 @@ class Dataset(Protocol):
     """Where the examples come from.
 
     ``load()`` returns every split with its label map (subclass
-    :class:`stancerun.data.rows.RowDataset` to get labels, row errors and carving for free).
+    :class:`stancerun.RowDataset` to get labels, row errors and carving for free).
 
     Optional:
       ``read(path, labels) -> Examples``: labelled examples from a file the user names, with the

