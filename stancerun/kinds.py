@@ -27,14 +27,6 @@ class Kind:
         """The hook that registers this kind's factories (stancerun.hookspecs)."""
         return f"stancerun_register_{self.name}"
 
-    @property
-    def table(self) -> str:
-        """The section as an experiment writes it: [model], [[metrics]], [evaluation] baselines."""
-        if "." in self.section:
-            outer, _, key = self.section.partition(".")
-            return f"[{outer}] {key}"
-        return f"[[{self.section}]]" if self.many else f"[{self.section}]"
-
 
 KINDS = (
     Kind("datasets", "dataset", "data", False, None, ("load",), saved=True),

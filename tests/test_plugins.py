@@ -90,8 +90,7 @@ def test_every_table_of_kinds_derives_from_the_one_in_stancerun_kinds():
     assert BASELINES == ("majority", "tfidf", "ngram_svm")
     # One hook per kind, named after it, and nothing else declared as a hook.
     assert sorted(name for name in dir(hookspecs) if name.startswith("stancerun_")) == sorted(k.hook for k in kinds.KINDS)
-    assert [k.table for k in kinds.KINDS] == ["[data]", "[model]", "[adapter]", "[[metrics]]", "[[callbacks]]",
-                                              "[evaluation] baselines"]
+    assert [k.section for k in kinds.KINDS if k.saved] == list(SAVED)
 
 
 def test_builtins_register_every_component(builtin_registry):

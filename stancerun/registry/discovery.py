@@ -16,7 +16,7 @@ from typing import Iterable
 
 import pluggy
 
-from stancerun import hookspecs
+from stancerun import hookspecs, kinds
 from stancerun.errors import UsageError, did_you_mean
 from stancerun.registry.table import Clash, PluginInfo, Registry
 
@@ -142,7 +142,7 @@ def _add_plugins(pm: pluggy.PluginManager, registry: Registry, plugins, strict: 
 
 
 #: The hooks a plugin may implement, one per kind.
-HOOKS = tuple(f"stancerun_register_{kind}" for kind in hookspecs.KINDS)
+HOOKS = tuple(kind.hook for kind in kinds.KINDS)
 
 
 def unmarked_hooks(module) -> None:
@@ -170,11 +170,11 @@ def _hook_hint(name: str) -> str:
 
 def _call_hooks(pm: pluggy.PluginManager, registry: Registry, strict: bool) -> None:
     """Each plugin's hooks, kind by kind, each with a ``register`` that files under that plugin."""
-    for kind in hookspecs.KINDS:
-        for impl in getattr(pm.hook, f"stancerun_register_{kind}").get_hookimpls():
+    for kind in kinds.KINDS:
+        for impl in getattr(pm.hook, kind.hook).get_hookimpls():
             info = next(p for p in registry.plugins if p.name == impl.plugin_name)
 
-            def register(component_name, factory, _kind=kind, _plugin=impl.plugin_name):
+            def register(component_name, factory, _kind=kind.name, _plugin=impl.plugin_name):
                 registry.register(_kind, component_name, factory, _plugin)
 
             try:
@@ -189,7 +189,7 @@ def _call_hooks(pm: pluggy.PluginManager, registry: Registry, strict: bool) -> N
 
 def _record_failure(info: PluginInfo, error: Exception) -> None:
     info.error = f"{type(error).__name__}: {error}"
-    warnings.warn(f"plugin '{info.name}' ({info.distribution}) failed to load: {info.error}", PluginWarning, stacklevel=3)
+    warnings.warn(f"plugin '{info.name}' ({info.distribution}) failed to load: {info.error}", PluginWarning, stacklevel=4)
 
 
 def load(strict: bool = True) -> Registry:
