@@ -158,6 +158,17 @@ def imports_torch_at_load(path: Path) -> bool:
     return False
 
 
+def reachable(edges, start: str) -> set[str]:
+    """Every module ``start`` imports, directly or not (itself included)."""
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo += list(edges.get(node, ()))
+    return seen
+
+
 def test_commands_that_only_read_files_never_reach_torch():
     # `compare` reads run directories and `validate` reads TOML: everything they can import,
     # lazily or not, must load without torch (seconds of start-up, and no GPU needed).
@@ -165,12 +176,7 @@ def test_commands_that_only_read_files_never_reach_torch():
     heavy = {name for name, path in MODULES.items() if imports_torch_at_load(path)}
     assert "stancerun.engine.trainer" in heavy  # the check sees what it should
     for start in ("stancerun.reporting.compare", "stancerun.config.experiment", "stancerun.components.assembly"):
-        seen, todo = set(), [start]
-        while todo:
-            node = todo.pop()
-            if node not in seen:
-                seen.add(node)
-                todo += list(edges.get(node, ()))
+        seen = reachable(edges, start)
         assert not seen & heavy, f"{start} reaches modules that import torch: {sorted(seen & heavy)}"
 
 
@@ -265,3 +271,27 @@ def test_the_surface_names_resolve_and_load_no_torch():
     for name in stancerun.__all__:  # every promised name is there (the torch ones too, in this process)
         assert getattr(stancerun, name) is not None, name
     assert "resolve_model" in dir(stancerun)
+
+
+#: The longest a function may run, from its def line to its last line: past it, split it into named steps.
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_runs_over_60_lines():
+    found = []
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name} runs {length} lines")
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps):\n" + "\n".join(found)
+
+
+def test_commands_that_read_files_only_are_torch_free_modules():
+    # A command's module holds its handler, lazy imports included: compare's and plugins' reach no torch.
+    edges = graph()
+    heavy = {name for name, path in MODULES.items() if imports_torch_at_load(path)}
+    for start in ("stancerun.cli.compare", "stancerun.cli.plugins"):
+        seen = reachable(edges, start)
+        assert not seen & heavy, f"{start} reaches modules that import torch: {sorted(seen & heavy)}"

@@ -1,7 +1,7 @@
 """A corpus of bad input, one case per kind of mistake a new user makes.
 
 SPEC §2: a wrong experiment, data file or command line exits 2 with one clear message (file,
-key path or row, what is wrong) and no traceback. `commands.load_checked` runs the config
+key path or row, what is wrong) and no traceback. `cli.validate.load_checked` runs the config
 validation and the preflight (data, model, metric names) before any run directory exists, so
 `run` must fail exactly like `validate` and leave nothing behind.
 """

@@ -94,20 +94,20 @@ def test_three_mistakes_exit_2_and_are_named_in_one_message(tmp_path, monkeypatc
 
 def test_bare_experiment_form_means_run(monkeypatch):
     seen = {}
-    from stancerun.cli import commands
+    from stancerun.cli import run
 
-    monkeypatch.setattr(commands, "run", lambda args: seen.setdefault("args", args) and 0)
+    monkeypatch.setattr(run, "run", lambda args: seen.setdefault("args", args) and 0)
     assert main(["experiments/lora_r8.toml", "--set", "seed=1"]) == 0
     assert seen["args"].command == "run" and seen["args"].overrides == ["seed=1"]
 
 
 def test_unexpected_error_has_no_traceback_without_debug(monkeypatch, capsys):
-    from stancerun.cli import commands
+    from stancerun.cli import validate
 
     def boom(args):
         raise RuntimeError("kaput")
 
-    monkeypatch.setattr(commands, "validate", boom)
+    monkeypatch.setattr(validate, "validate", boom)
     assert main(["validate", "x.toml"]) == 1
     err = capsys.readouterr().err
     assert "RuntimeError: kaput" in err and "Traceback" not in err and "--debug" in err

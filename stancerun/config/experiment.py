@@ -325,53 +325,18 @@ class Experiment:
         return tomlio.dumps(self.config)
 
 
+#: The tables whose keys are fixed by a dataclass (the component tables take their plugin's options).
+FIXED_SECTIONS = {"training": TrainingConfig, "evaluation": EvaluationConfig, "ensemble": EnsembleConfig}
+
+
 def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> Experiment:
     """Check a merged experiment; raise :class:`ConfigError` with every problem found."""
     v = Validator(origins, source)
-    fixed = {"training": TrainingConfig, "evaluation": EvaluationConfig, "ensemble": EnsembleConfig}
-    known = [f.name for f in dataclasses.fields(TopLevel)] + list(fixed) + list(COMPONENT_SECTIONS) + ["sweep"]
-    top = {}
-    for key in data:
-        if key not in known:
-            v.add((key,), "unknown key", did_you_mean(key, known) or f"accepted: {', '.join(known)}")
-        elif key not in (*fixed, *COMPONENT_SECTIONS, "sweep"):
-            top[key] = data[key]
-    config = v.bind(top, TopLevel, ())
-    if config.get("name") is None:
-        config["name"] = source.stem
-
-    for section, (kind, is_list, default) in COMPONENT_SECTIONS.items():
-        value = data.get(section, copy.deepcopy(default))
-        if isinstance(value, dict) and "use" not in value and isinstance(default, dict):
-            value = {**default, **value}  # [model] name = "..." alone keeps the default model kind
-        if value is None:
-            v.add((section,), f"missing table [{section}] with use = \"<{NOUNS[kind]} name>\"")
-        elif is_list:
-            if not isinstance(value, list):
-                v.add((section,), f"expected an array of tables ([[{section}]]), got {value!r}")
-                continue
-            config[section] = [v.component(item, section, kind, registry, (section, i)) for i, item in enumerate(value)]
-        else:
-            config[section] = v.component(value, section, kind, registry, (section,))
-
-    for section, schema in fixed.items():
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            v.add((section,), f"expected a table, got {table!r}")
-            continue
-        config[section] = v.bind(table, schema, (section,))
-        if section == "evaluation" and isinstance(config[section].get("baselines"), list):
-            config[section]["baselines"] = check_baselines(v, config[section]["baselines"], registry)
-        if not any(p.key.startswith(f"{section}.") for p in v.problems):
-            for key, message in schema(**config[section]).problems():
-                v.add((section, key), message)
+    config = check_top_level(v, data, source)
+    check_components(v, data, config, registry)
+    check_fixed_sections(v, data, config, registry)
+    check_stack(v, config)
     headline = config.get("evaluation", {}).get("headline")
-    if isinstance(config.get("ensemble"), dict) and isinstance(config.get("evaluation", {}).get("baselines"), list):
-        rows = baseline_rows(config["evaluation"]["baselines"])
-        for i, name in enumerate(config["ensemble"].get("stack", [])):
-            if name not in rows:
-                v.add(("ensemble", "stack", i), f"'{name}' is not one of [evaluation] baselines ({', '.join(rows) or 'none'})",
-                      did_you_mean(name, list(rows)))
     given = data.get("training") if isinstance(data.get("training"), dict) else {}
     if headline and "metric_for_best_model" not in given and "training" in config:
         config["training"]["metric_for_best_model"] = headline  # the headline picks the model too
@@ -386,6 +351,63 @@ def validate(data: dict, origins: Origins, source: Path, registry: Registry) -> 
     if "sweep" in experiment.config:
         child_experiments(experiment, registry)  # every combination must validate before anything runs
     return experiment
+
+
+def check_top_level(v: Validator, data: dict, source: Path) -> dict:
+    """The config's top-level keys (name, seed, ...), with every unknown key a problem."""
+    known = [f.name for f in dataclasses.fields(TopLevel)] + list(FIXED_SECTIONS) + list(COMPONENT_SECTIONS) + ["sweep"]
+    top = {}
+    for key in data:
+        if key not in known:
+            v.add((key,), "unknown key", did_you_mean(key, known) or f"accepted: {', '.join(known)}")
+        elif key not in (*FIXED_SECTIONS, *COMPONENT_SECTIONS, "sweep"):
+            top[key] = data[key]
+    config = v.bind(top, TopLevel, ())
+    if config.get("name") is None:
+        config["name"] = source.stem
+    return config
+
+
+def check_components(v: Validator, data: dict, config: dict, registry: Registry) -> None:
+    """Each component table ([data], [model], [[metrics]], ...) into ``config``, checked against its plugin."""
+    for section, (kind, is_list, default) in COMPONENT_SECTIONS.items():
+        value = data.get(section, copy.deepcopy(default))
+        if isinstance(value, dict) and "use" not in value and isinstance(default, dict):
+            value = {**default, **value}  # [model] name = "..." alone keeps the default model kind
+        if value is None:
+            v.add((section,), f"missing table [{section}] with use = \"<{NOUNS[kind]} name>\"")
+        elif is_list:
+            if not isinstance(value, list):
+                v.add((section,), f"expected an array of tables ([[{section}]]), got {value!r}")
+                continue
+            config[section] = [v.component(item, section, kind, registry, (section, i)) for i, item in enumerate(value)]
+        else:
+            config[section] = v.component(value, section, kind, registry, (section,))
+
+
+def check_fixed_sections(v: Validator, data: dict, config: dict, registry: Registry) -> None:
+    """[training], [evaluation] and [ensemble] into ``config``: their keys, then how they fit together."""
+    for section, schema in FIXED_SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            v.add((section,), f"expected a table, got {table!r}")
+            continue
+        config[section] = v.bind(table, schema, (section,))
+        if section == "evaluation" and isinstance(config[section].get("baselines"), list):
+            config[section]["baselines"] = check_baselines(v, config[section]["baselines"], registry)
+        if not any(p.key.startswith(f"{section}.") for p in v.problems):
+            for key, message in schema(**config[section]).problems():
+                v.add((section, key), message)
+
+
+def check_stack(v: Validator, config: dict) -> None:
+    """Every name in [ensemble] stack is one of [evaluation] baselines."""
+    if isinstance(config.get("ensemble"), dict) and isinstance(config.get("evaluation", {}).get("baselines"), list):
+        rows = baseline_rows(config["evaluation"]["baselines"])
+        for i, name in enumerate(config["ensemble"].get("stack", [])):
+            if name not in rows:
+                v.add(("ensemble", "stack", i), f"'{name}' is not one of [evaluation] baselines ({', '.join(rows) or 'none'})",
+                      did_you_mean(name, list(rows)))
 
 
 def child_experiments(experiment: Experiment, registry: Registry) -> list[tuple[str, dict, Experiment]]:

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,98 @@ def quantize_int8(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
+@dataclass
+class Reference:
+    """What the export is checked against: the run's validation split, the labels the run gave
+    it (from ``source``), and the metric compared."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list[int]
+    predicted: list[int]
+    metric: str
+    metric_note: str | None
+    source: str = "predictions.csv"
+
+
+def refuse_stacked(run_dir: Path, info: dict) -> None:
+    members = (info.get("ensemble") or {}).get("members")
+    if members:  # what stack_folding refuses, said for this command
+        raise UsageError(f"{run_dir} ships the fine-tuned model stacked with {', '.join(members)}: a single ONNX "
+                         "model cannot hold the stacked baselines, and its predictions.csv is the stack's. "
+                         f"`stancerun predict {run_dir}` uses the whole stack")
+
+
+def reference_of(run_dir: Path, info: dict) -> Reference:
+    texts, pairs, labels, run_predicted = validation_split(run_dir, info)
+    metric, metric_note = headline(run_dir)
+    return Reference(texts, pairs, labels, run_predicted, metric, metric_note)
+
+
+def use_shipped_predictions(reference: Reference, run_dir: Path, saved) -> None:
+    """Under refit_on_validation the export must agree with the shipped model, not predictions.csv."""
+    if refitted(run_dir):
+        from stancerun.inference.predict import shipped_logits
+
+        reference.predicted = shipped_logits(saved, reference.texts, reference.pairs, 64).argmax(axis=1).tolist()
+        reference.source = "the shipped model (refit_on_validation: predictions.csv is the first pass's)"
+
+
+def input_names_of(tokenizer, max_length: int) -> list[str]:
+    probe = tokenizer(["a"], truncation=True, max_length=max_length, padding=False)
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if probe.get("token_type_ids") is not None else [])
+
+
+def write_model(directory: Path, wrapped, inputs: dict, max_length: int, int8: bool) -> None:
+    """model.onnx in ``directory``: float32, or quantized from a float32 one written beside it first."""
+    if int8:
+        float_dir = directory / ".float32"
+        float_dir.mkdir()
+        write_onnx(wrapped, inputs, float_dir / MODEL_FILE, max_length)
+        quantize_int8(float_dir / MODEL_FILE, directory / MODEL_FILE)
+        shutil.rmtree(float_dir)
+    else:
+        write_onnx(wrapped, inputs, directory / MODEL_FILE, max_length)
+
+
+def export_record(run_dir: Path, info: dict, saved, input_names: list[str], pad: int, int8: bool) -> dict:
+    """The export's stancerun.json: the run's model info, less what is folded in, and how to tokenize."""
+    tokenizer = saved.tokenizer
+    backend = getattr(tokenizer, "tokenizer", tokenizer)  # a pair-joining wrapper's own tokenizer
+    exported = {k: v for k, v in info.items() if k not in ("ensemble", "format")}  # folded in
+    record = {**exported, "info_format": info.get("format"), "weights": "model", "format": FORMAT,
+              "quantized": "int8" if int8 else None, "max_length": saved.max_length,
+              "exported_from": str(run_dir), "temperature": 1.0, "inputs": input_names,
+              "pad_token_id": pad, "truncation_side": getattr(backend, "truncation_side", "right"),
+              "split_special_tokens": bool(getattr(backend, "split_special_tokens", False))}
+    if getattr(tokenizer, "pair_format", None):
+        record["pair_format"] = tokenizer.pair_format
+    return record
+
+
+def compare_with_run(export_dir: Path, reference: Reference, n_labels: int) -> dict:
+    """The export's labels and metric on the validation split against the run's. The export runs
+    as a user will run it: through stancerun.inference.onnx_predict."""
+    predicted = onnx_logits(load_onnx(export_dir), reference.texts, reference.pairs, 64).argmax(axis=1)
+    agreement = float(np.mean(predicted == np.asarray(reference.predicted)))
+    of_run = metric_value(reference.metric, reference.labels, reference.predicted, n_labels)
+    of_export = metric_value(reference.metric, reference.labels, predicted.tolist(), n_labels)
+    return {"agreement": agreement, "disagreement": 1.0 - agreement, "n": len(reference.labels),
+            "metric": reference.metric, "metric_run": of_run, "metric_export": of_export, "metric_drop": of_run - of_export}
+
+
+def reject_if_off(found: dict, run_dir: Path, int8: bool) -> None:
+    """StancerunError when too many labels changed or the metric dropped too far."""
+    if found["disagreement"] > found["max_disagreement"] or found["metric_drop"] > found["max_metric_drop"]:
+        note = found.get("note")
+        raise StancerunError(
+            f"ONNX export{' (int8)' if int8 else ''} of {run_dir} rejected on its {found['n']} validation examples: "
+            f"{found['disagreement']:.2%} of labels differ from the run's (at most {found['max_disagreement']:.2%} "
+            f"allowed); {found['metric']} {found['metric_export']:.4f} against the run's {found['metric_run']:.4f}, "
+            f"a drop of {found['metric_drop']:+.4f} (at most {found['max_metric_drop']:.4f} allowed)"
+            + (f"; {note}" if note else "") + (". Try without --int8, or raise the bounds" if int8 else ""))
+
+
 def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreement: float = 0.01,
                 max_metric_drop: float = 0.005) -> dict:
     """Write an ONNX export of ``run_dir``'s model to ``out_dir`` (model.onnx, the tokenizer,
@@ -189,74 +282,32 @@ def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreeme
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     check_paths(run_dir, out_dir)
     info = artifacts.read_model_info(run_dir / "model")
-    members = (info.get("ensemble") or {}).get("members")
-    if members:  # what stack_folding refuses, said for this command
-        raise UsageError(f"{run_dir} ships the fine-tuned model stacked with {', '.join(members)}: a single ONNX "
-                         "model cannot hold the stacked baselines, and its predictions.csv is the stack's. "
-                         f"`stancerun predict {run_dir}` uses the whole stack")
+    refuse_stacked(run_dir, info)
     scale, shift = stack_folding(info, run_dir, fine_tuned_only=False)  # the decision rule alone folds in
-    texts, pairs, labels, run_predicted = validation_split(run_dir, info)
-    metric, metric_note = headline(run_dir)
+    reference = reference_of(run_dir, info)
 
     # The adapter's restore folds its weights into the base: a plain model of the base architecture.
     saved = artifacts.load_model(run_dir / "model")
-    reference = "predictions.csv"
-    if refitted(run_dir):
-        from stancerun.inference.predict import shipped_logits
-
-        run_predicted = shipped_logits(saved, texts, pairs, 64).argmax(axis=1).tolist()
-        reference = "the shipped model (refit_on_validation: predictions.csv is the first pass's)"
+    use_shipped_predictions(reference, run_dir, saved)
     fold_scores(saved.model, len(info["labels"]), info.get("temperature", 1.0), scale, shift)
 
     tokenizer = saved.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    probe = tokenizer(["a"], truncation=True, max_length=saved.max_length, padding=False)
-    input_names = ["input_ids", "attention_mask"] + (["token_type_ids"] if probe.get("token_type_ids") is not None else [])
-    backend = getattr(tokenizer, "tokenizer", tokenizer)  # a pair-joining wrapper's own tokenizer
+    input_names = input_names_of(tokenizer, saved.max_length)
     found: dict = {}
 
     def fill(tmp: Path):
-        wrapped = logits_module(saved.model, input_names)
-        inputs = sample_inputs(tokenizer, texts, pairs, saved.max_length, pad, input_names)
-        if int8:
-            float_dir = tmp / ".float32"
-            float_dir.mkdir()
-            write_onnx(wrapped, inputs, float_dir / MODEL_FILE, saved.max_length)
-            quantize_int8(float_dir / MODEL_FILE, tmp / MODEL_FILE)
-            shutil.rmtree(float_dir)
-        else:
-            write_onnx(wrapped, inputs, tmp / MODEL_FILE, saved.max_length)
+        inputs = sample_inputs(tokenizer, reference.texts, reference.pairs, saved.max_length, pad, input_names)
+        write_model(tmp, logits_module(saved.model, input_names), inputs, saved.max_length, int8)
         tokenizer.save_pretrained(tmp)
-        exported = {k: v for k, v in info.items() if k not in ("ensemble", "format")}  # folded in
-        record = {**exported, "info_format": info.get("format"), "weights": "model", "format": FORMAT,
-                  "quantized": "int8" if int8 else None, "max_length": saved.max_length,
-                  "exported_from": str(run_dir), "temperature": 1.0, "inputs": input_names,
-                  "pad_token_id": pad, "truncation_side": getattr(backend, "truncation_side", "right"),
-                  "split_special_tokens": bool(getattr(backend, "split_special_tokens", False))}
-        if getattr(tokenizer, "pair_format", None):
-            record["pair_format"] = tokenizer.pair_format
+        record = export_record(run_dir, info, saved, input_names, pad, int8)
         artifacts.write_json(tmp / artifacts.MODEL_INFO, record)
-
-        # The check runs the export as a user will: through stancerun.inference.onnx_predict.
-        predicted = onnx_logits(load_onnx(tmp), texts, pairs, 64).argmax(axis=1)
-        n = len(labels)
-        agreement = float(np.mean(predicted == np.asarray(run_predicted)))
-        n_labels = len(info["labels"])
-        of_run = metric_value(metric, labels, run_predicted, n_labels)
-        of_export = metric_value(metric, labels, predicted.tolist(), n_labels)
-        found.update({"agreement": agreement, "disagreement": 1.0 - agreement, "n": n, "metric": metric,
-                      "metric_run": of_run, "metric_export": of_export, "metric_drop": of_run - of_export,
-                      "max_disagreement": max_disagreement, "max_metric_drop": max_metric_drop,
-                      "reference": reference, "quantized": "int8" if int8 else None})
-        if metric_note:
-            found["note"] = metric_note
-        if 1.0 - agreement > max_disagreement or of_run - of_export > max_metric_drop:
-            raise StancerunError(
-                f"ONNX export{' (int8)' if int8 else ''} of {run_dir} rejected on its {n} validation examples: "
-                f"{1.0 - agreement:.2%} of labels differ from the run's (at most {max_disagreement:.2%} allowed); "
-                f"{metric} {of_export:.4f} against the run's {of_run:.4f}, a drop of {of_run - of_export:+.4f} "
-                f"(at most {max_metric_drop:.4f} allowed)" + (f"; {metric_note}" if metric_note else "")
-                + (". Try without --int8, or raise the bounds" if int8 else ""))
+        found.update(compare_with_run(tmp, reference, len(info["labels"])))
+        found.update({"max_disagreement": max_disagreement, "max_metric_drop": max_metric_drop,
+                      "reference": reference.source, "quantized": "int8" if int8 else None})
+        if reference.metric_note:
+            found["note"] = reference.metric_note
+        reject_if_off(found, run_dir, int8)
         found["file_size"] = os.path.getsize(tmp / MODEL_FILE)
         found["seconds"] = round(time.perf_counter() - started, 3)
         artifacts.write_json(tmp / artifacts.MODEL_INFO, {**record, "agreement": dict(found)})

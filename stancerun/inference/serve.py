@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hmac
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+from fastapi.responses import JSONResponse, Response
 
 
 @dataclass
@@ -304,105 +306,109 @@ class Metrics:
 
 
 # -- the app --------------------------------------------------------------------------------
-def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None = None, predictor_factory=None,
-               dtype: str = "float32"):
-    """The FastAPI app. The model loads in a thread when the app starts; /health is 503 until then."""
-    from contextlib import asynccontextmanager
+def error_response(status: int, error_type: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": error_type}, status_code=status)
 
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
 
-    limits = limits or Limits()
-    metrics = Metrics()
-    state: dict = {"batcher": None, "error": None}
-    factory = predictor_factory or (lambda path: predictor_for(path, dtype))
+class Server:
+    """One app's state and its handlers: the model's batcher once it has loaded (or why it failed
+    to), the limits, the API key and the metrics."""
 
-    def load() -> None:
+    def __init__(self, run_dir: Path, limits: Limits, api_key: str | None, factory):
+        self.run_dir, self.limits, self.api_key, self.factory = run_dir, limits, api_key, factory
+        self.metrics = Metrics()
+        self.batcher: Batcher | None = None
+        self.error: str | None = None
+
+    def load(self) -> None:
         try:
-            predictor = factory(run_dir)
-            batcher = Batcher(predictor, limits, metrics)
+            predictor = self.factory(self.run_dir)
+            batcher = Batcher(predictor, self.limits, self.metrics)
             batcher.start()
-            state["batcher"] = batcher
+            self.batcher = batcher
         except Exception as error:  # /health says why
-            state["error"] = f"{type(error).__name__}: {error}"
+            self.error = f"{type(error).__name__}: {error}"
 
-    @asynccontextmanager
-    async def lifespan(app):
-        loader = threading.Thread(target=load, name="stancerun-load", daemon=True)
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        loader = threading.Thread(target=self.load, name="stancerun-load", daemon=True)
         loader.start()
         yield
         # SIGTERM: uvicorn has stopped accepting and waited for open requests; finish the queue.
         await asyncio.get_running_loop().run_in_executor(None, loader.join)
-        if state["batcher"] is not None:
-            await asyncio.get_running_loop().run_in_executor(None, state["batcher"].close)
+        if self.batcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.batcher.close)
 
-    app = FastAPI(title="stancerun", lifespan=lifespan, docs_url=None, redoc_url=None)
+    async def unexpected(self, request: Request, exc: Exception):  # no request crashes the server
+        return error_response(500, "Backend", f"{type(exc).__name__}: {exc}")
 
-    def error(status: int, error_type: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": message, "error_type": error_type}, status_code=status)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):  # no request crashes the server
-        return error(500, "Backend", f"{type(exc).__name__}: {exc}")
-
-    @app.get("/health")
-    async def health():
-        if state["batcher"] is not None:
+    async def health(self):
+        if self.batcher is not None:
             return {"status": "ok"}
-        if state["error"]:
-            return error(503, "Unhealthy", f"the model failed to load: {state['error']}")
-        return error(503, "Unhealthy", "the model is loading")
+        if self.error:
+            return error_response(503, "Unhealthy", f"the model failed to load: {self.error}")
+        return error_response(503, "Unhealthy", "the model is loading")
 
-    @app.get("/info")
-    async def info():
-        if state["batcher"] is None:
-            return error(503, "Unhealthy", state["error"] or "the model is loading")
-        predictor = state["batcher"].predictor
+    async def info(self):
+        if self.batcher is None:
+            return error_response(503, "Unhealthy", self.error or "the model is loading")
+        predictor, limits = self.batcher.predictor, self.limits
         model_info = predictor.info
-        return {"model_id": str(run_dir), "labels": model_info["labels"],
+        return {"model_id": str(self.run_dir), "labels": model_info["labels"],
                 "base_model": (model_info.get("components", {}).get("model", {}).get("options", {}).get("name")
                                or model_info.get("source")),
                 "text_pair_column": model_info.get("text_pair_column"), "max_input_length": predictor.max_length,
                 "dtype": getattr(predictor, "dtype", model_info.get("quantized") or "float32"),
                 "max_batch_size": limits.max_batch_size, "max_client_batch_size": limits.max_client_batch_size,
-                "max_wait_ms": limits.max_wait_ms, "max_queue": limits.max_queue, "run": run_summary(run_dir)}
+                "max_wait_ms": limits.max_wait_ms, "max_queue": limits.max_queue, "run": run_summary(self.run_dir)}
 
-    @app.get("/metrics")
-    async def prometheus():
+    async def prometheus(self):
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/predict")
-    async def predict(request: Request):
+    async def predict(self, request: Request):
         began = time.perf_counter()
         try:
-            response = await answer(request)
+            response = await self.answer(request)
         except RequestError as failure:
-            response = error(failure.status, failure.error_type, failure.message)
+            response = error_response(failure.status, failure.error_type, failure.message)
         except Exception as failure:  # a failed forward pass: this request fails, the server goes on
-            response = error(500, "Backend", f"{type(failure).__name__}: {failure}")
-        metrics.requests.labels(status=str(response.status_code)).inc()
-        metrics.latency.observe(time.perf_counter() - began)
+            response = error_response(500, "Backend", f"{type(failure).__name__}: {failure}")
+        self.metrics.requests.labels(status=str(response.status_code)).inc()
+        self.metrics.latency.observe(time.perf_counter() - began)
         return response
 
-    async def answer(request: Request):
-        if api_key is not None:
+    async def answer(self, request: Request):
+        if self.api_key is not None:
             given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
                 raise RequestError(401, "Unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
-        batcher = state["batcher"]
+        batcher = self.batcher
         if batcher is None:
-            raise RequestError(503, "Unhealthy", state["error"] or "the model is loading")
+            raise RequestError(503, "Unhealthy", self.error or "the model is loading")
         texts, pairs, single, raw, truncate = parse(await request.body(), batcher.predictor.info.get("text_pair_column"),
-                                                    limits)
+                                                    self.limits)
         loop = asyncio.get_running_loop()
         job = Job(texts, pairs, raw, loop.create_future(), loop, truncate)
         batcher.submit(job)
         result = await job.future
-        metrics.inputs.inc(len(texts))
+        self.metrics.inputs.inc(len(texts))
         return JSONResponse(result[0] if single else result)
 
+
+def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None = None, predictor_factory=None,
+               dtype: str = "float32"):
+    """The FastAPI app. The model loads in a thread when the app starts; /health is 503 until then."""
+    from fastapi import FastAPI
+
+    server = Server(run_dir, limits or Limits(), api_key, predictor_factory or (lambda path: predictor_for(path, dtype)))
+    app = FastAPI(title="stancerun", lifespan=server.lifespan, docs_url=None, redoc_url=None)
+    app.exception_handler(Exception)(server.unexpected)
+    app.get("/health")(server.health)
+    app.get("/info")(server.info)
+    app.get("/metrics")(server.prometheus)
+    app.post("/predict")(server.predict)
     return app
 
 

@@ -1,0 +1,20 @@
+"""`stancerun evaluate`: score a run's saved model on new labelled data."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="score a run's saved model on new labelled data")
+    parser.add_argument("run_dir", help="a run directory")
+    parser.add_argument("--data", required=True, help="a labelled CSV or JSONL file (the run's text/label columns)")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    parser.set_defaults(handler=evaluate)
+
+
+def evaluate(args) -> int:
+    from pathlib import Path
+
+    from stancerun.inference.evaluate import evaluate_run
+
+    evaluate_run(Path(args.run_dir), Path(args.data), batch_size=args.batch_size)
+    return 0

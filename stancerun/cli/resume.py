@@ -1,0 +1,25 @@
+"""`stancerun resume`: continue an interrupted run from its last complete checkpoint, or a sweep."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("resume", help="continue an interrupted run from its last complete checkpoint, or a sweep")
+    parser.add_argument("run_dir", help="the interrupted run's (or sweep's) directory")
+    parser.add_argument("--storage", metavar="URL", help="a sweep in a database: its URL with the password")
+    parser.set_defaults(handler=resume)
+
+
+def resume(args) -> int:
+    from pathlib import Path
+
+    from stancerun.engine.run import resume_run
+    from stancerun.studies.sweep import PLAN
+    from stancerun.studies.sweep_workers import resume_sweep
+
+    run_dir = Path(args.run_dir)
+    if (run_dir / PLAN).is_file():
+        resume_sweep(run_dir, storage=args.storage)
+    else:
+        resume_run(run_dir)
+    return 0
