@@ -133,8 +133,8 @@ def load_onnx(export_dir, threads: int | None = None) -> OnnxModel:
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     max_length = int(info["max_length"])
-    if (export_dir / "tokenizer.json").is_file():
-        tokenizer = RustTokenizer(export_dir / "tokenizer.json", max_length, info.get("truncation_side", "right"),
+    if RunDir(export_dir).tokenizer.is_file():
+        tokenizer = RustTokenizer(RunDir(export_dir).tokenizer, max_length, info.get("truncation_side", "right"),
                                   info.get("split_special_tokens", False))
     else:
         tokenizer = AutoTokenizerAdapter(export_dir, max_length)

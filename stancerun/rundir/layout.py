@@ -38,6 +38,7 @@ BEST = "best.toml"  # the best trial's experiment, runnable as it is
 # -- an ONNX export ------------------------------------------------------------------------
 ONNX_FORMAT = "onnx"  # MODEL_INFO's "format" in an export
 ONNX_MODEL = "model.onnx"
+TOKENIZER = "tokenizer.json"  # the Rust tokenizer an export runs with (as save_pretrained names it)
 
 
 class RunDir:
@@ -48,14 +49,8 @@ class RunDir:
     def __init__(self, path):
         self.path = Path(path)
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
     config = property(lambda self: self.path / CONFIG)
     environment = property(lambda self: self.path / ENVIRONMENT)
@@ -76,6 +71,7 @@ class RunDir:
     leaderboard = property(lambda self: self.path / LEADERBOARD)
     best = property(lambda self: self.path / BEST)
     onnx_model = property(lambda self: self.path / ONNX_MODEL)
+    tokenizer = property(lambda self: self.path / TOKENIZER)
 
     def read_results(self):
         """results.json as :class:`stancerun.rundir.results.Results`."""
