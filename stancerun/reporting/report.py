@@ -81,12 +81,12 @@ class Summary:
 
     def leaderboard(self) -> list[tuple[str, dict, dict]]:
         """(row name, metrics, intervals) for the fine-tuned model, the untrained model and each baseline."""
-        r, intervals = self.results, self.results.intervals or {}
-        rows = [(self.shipped_name, r.final, intervals.get("final", {}))]
+        r = self.results
+        rows = [(self.shipped_name, r.final, r.row_intervals("final"))]
         if r.ensemble:
             rows.append(("fine-tuned alone", r.ensemble.fine_tuned.validation, {}))
-        rows.append(("untrained", r.baseline, intervals.get("baseline", {})))
-        rows += [(name, metrics, intervals.get(name, {})) for name, metrics in (r.baselines or {}).items()]
+        rows.append(("untrained", r.baseline, r.row_intervals("baseline")))
+        rows += [(name, metrics, r.row_intervals(name)) for name, metrics in (r.baselines or {}).items()]
         return rows
 
     @property
@@ -95,11 +95,11 @@ class Summary:
 
     def test_rows(self) -> list[tuple[str, dict, dict]]:
         """(row name, metrics, intervals) on the test split, like :meth:`leaderboard`."""
-        r, intervals = self.results, self.results.intervals or {}
-        rows = [(self.shipped_name, r.test, intervals.get("test", {}))]
+        r = self.results
+        rows = [(self.shipped_name, r.test, r.row_intervals("test"))]
         if r.ensemble and r.ensemble.fine_tuned.test is not None:
             rows.append(("fine-tuned alone", r.ensemble.fine_tuned.test, {}))
-        return rows + [(name, m, intervals.get(f"test_{name}", {})) for name, m in (r.test_baselines or {}).items()]
+        return rows + [(name, m, r.row_intervals(f"test_{name}")) for name, m in (r.test_baselines or {}).items()]
 
     def composition(self) -> str | None:
         """What the shipped model is made of, when it is more than the fine-tuned model."""

@@ -292,9 +292,14 @@ class Results(Record):
         # First, so that a person opening the file sees it; a version 1 file stays as it was.
         return {"format_version": version, **out} if version >= 2 else out
 
+    def row_intervals(self, row: str) -> dict[str, dict]:
+        """metric -> bootstrap interval of one row ("final", "baseline", a baseline's name, "test",
+        "test_<baseline>"); empty when the run drew none."""
+        return (self.intervals or {}).get(row) or {}
+
     def interval(self, row: str, metric: str) -> dict | None:
-        """The bootstrap interval of ``metric`` on a leaderboard row, None when there is none."""
-        return ((self.intervals or {}).get(row) or {}).get(metric)
+        """The bootstrap interval of ``metric`` on a row, None when there is none."""
+        return self.row_intervals(row).get(metric)
 
     def shipped_scores(self) -> dict[str, dict]:
         """The shipped model's metrics per results.json key: "final" (validation), "test" when scored."""
