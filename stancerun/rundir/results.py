@@ -38,6 +38,8 @@ class Record:
     file comes back as it was."""
 
     nested: ClassVar[dict[str, type]] = {}
+    #: Keys the record does not know, from the file it was read from: written back after its own.
+    extra: dict = field(default_factory=dict, kw_only=True)
 
     def __post_init__(self):
         self._absent: frozenset = frozenset()  # fields the file being read did not have
@@ -45,10 +47,8 @@ class Record:
     @classmethod
     def from_json(cls, data: dict):
         known = [f for f in dataclasses.fields(cls) if f.name != "extra"]
-        values = {}
-        for f in known:
-            values[f.name] = _read(cls.nested.get(f.name), data[f.name]) if f.name in data else None
-        names = {f.name for f in known}
+        values = {f.name: _read(cls.nested.get(f.name), data[f.name]) if f.name in data else None for f in known}
+        names = set(values)
         record = cls(**values, extra={k: v for k, v in data.items() if k not in names})
         record._absent = frozenset(f.name for f in known if f.name not in data)
         return record
@@ -88,7 +88,6 @@ class ModelUsed(Record):
     use: str
     source: str
     adapter: str
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -99,7 +98,6 @@ class RefitFigures(Record):
     epochs: float
     global_step: int
     runtime_s: float
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -123,7 +121,6 @@ class TrainFigures(Record):
     stopped_early: bool
     world_size: int
     refit: RefitFigures | None = optional()
-    extra: dict = field(default_factory=dict)
 
     def kept_epochs(self) -> float:
         """Epochs the shipped first-pass model had trained: to its best step when that was restored."""
@@ -144,7 +141,6 @@ class CalibrationFigures(Record):
     ece_after: float | None  # None when evaluation.calibrate is off
     test_ece_before: float | None = optional()
     test_ece_after: float | None = optional()
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -155,7 +151,6 @@ class Confused(Record):
     predicted: str
     count: int
     share_of_label: float
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -168,7 +163,6 @@ class AnalysisFigures(Record):
     most_confused: list[Confused] = field(default_factory=list)
     by_group: dict[str, dict] | None = optional()  # group -> {"n", metric...} on validation
     test_by_group: dict[str, dict] | None = optional()
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +173,6 @@ class LeakFigures(Record):
     exact: int
     normalised: int
     examples: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -192,7 +185,6 @@ class DataFigures(Record):
     leaks: list[LeakFigures] = field(default_factory=list)
     dropped_for_leakage: int = 0
     truncated: dict[str, int] = field(default_factory=dict)  # split -> texts cut at max_length
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -201,7 +193,6 @@ class FineTuned(Record):
 
     validation: dict
     test: dict | None = optional()
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -216,7 +207,6 @@ class EnsembleFigures(Record):
     offsets: list[float]
     decision: str
     fine_tuned: FineTuned
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -229,7 +219,6 @@ class Verdict(Record):
     metric: str
     baseline: str
     differences: dict[str, dict | None] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
 
     SPLITS: ClassVar[tuple[str, ...]] = ("validation", "test")
 
@@ -237,7 +226,7 @@ class Verdict(Record):
     def from_json(cls, data: dict) -> "Verdict":
         known = {"metric", "baseline", *cls.SPLITS}
         return cls(data["metric"], data["baseline"], {s: data[s] for s in cls.SPLITS if s in data},
-                   {k: v for k, v in data.items() if k not in known})
+                   extra={k: v for k, v in data.items() if k not in known})
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "baseline": self.baseline, **self.differences, **self.extra}
@@ -250,7 +239,6 @@ class PlotFiles(Record):
     loss: str | None = optional()
     confusion: str | None = optional()
     reliability: str | None = optional()
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -279,7 +267,6 @@ class Results(Record):
     test_baselines: dict[str, dict] | None = optional()
     plots: PlotFiles | None = optional()
     format_version: int = FORMAT_VERSION
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict) -> "Results":
