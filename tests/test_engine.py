@@ -52,8 +52,8 @@ def test_lora_run_writes_a_complete_run_directory(tmp_path, tiny_bert, stance_da
     assert lines[0]["type"] == "baseline" and lines[0]["step"] == 0 and lines[-1]["type"] == "final"
 
     results = json.loads((run / "results.json").read_text())
-    assert set(results) == {"model", "baseline", "final", "train", "test", "baselines", "intervals", "calibration", "analysis",
-                            "data", "plots", "test_baselines", "verdict"}
+    assert set(results) == {"format_version", "model", "baseline", "final", "train", "test", "baselines", "intervals",
+                            "calibration", "analysis", "data", "plots", "test_baselines", "verdict"}
     assert set(results["baseline"]) == set(results["final"]) == {"loss", "accuracy", "f1_macro"}
     assert results["baseline"] == {k[5:]: v for k, v in lines[0].items() if k.startswith("eval_")}
     assert results["train"]["global_step"] == 27 and results["train"]["samples_per_second"] > 0

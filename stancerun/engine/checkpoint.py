@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import CHECKPOINTS
 from stancerun.errors import UsageError
 
 STATE = "trainer_state.json"
@@ -145,7 +146,7 @@ def save(target: Path, weights: dict[str, torch.Tensor], optimizer: tuple[dict, 
 
 def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint (temporary directories start with a dot and are ignored)."""
-    found = [p for p in (run_dir / "checkpoints").glob("step-*") if (p / STATE).is_file()]
+    found = [p for p in (run_dir / CHECKPOINTS).glob("step-*") if (p / STATE).is_file()]
     return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
 
 

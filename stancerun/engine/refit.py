@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 
 from stancerun.config.experiment import Experiment
+from stancerun.rundir.results import RefitFigures, TrainFigures
 
 
-def kept_epochs(train: dict) -> float:
-    """Epochs the shipped first-pass model had trained: to its best step when that was restored."""
-    step = train["best_step"] if train["restored_best"] else train["global_step"]
-    return max(1, step) / train["steps_per_epoch"]
+def kept_epochs(train: TrainFigures | dict) -> float:
+    """Epochs the shipped first-pass model had trained: to its best step when that was restored.
+    ``train``: results.json's "train" figures, or their JSON."""
+    return (TrainFigures.from_json(train) if isinstance(train, dict) else train).kept_epochs()
 
 
 def second_pass(experiment: Experiment, epochs: float) -> Experiment:
@@ -33,17 +34,17 @@ def second_pass(experiment: Experiment, epochs: float) -> Experiment:
     return Experiment(experiment.path, config)
 
 
-def refit(experiment: Experiment, components, accelerator, reporter, first: dict, registry):
+def refit(experiment: Experiment, components, accelerator, reporter, first, registry):
     """Train anew on train + validation; returns (the outcome to ship, the components that built
-    its model). The outcome is ``first``'s with the new model, its test evaluation and, under
-    results["train"]["refit"], how the second pass trained."""
+    its model). The outcome is ``first``'s (a stancerun.engine.trainer.Outcome) with the new
+    model, its test evaluation and, in ``train.refit``, how the second pass trained."""
     from accelerate.utils import set_seed
 
     from stancerun.components.assembly import build_model
     from stancerun.data.rows import concat
     from stancerun.engine.trainer import Trainer, release_freed_memory
 
-    epochs = kept_epochs(first["results"]["train"])
+    epochs = first.train.kept_epochs()
     again = second_pass(experiment, epochs)
     splits = components.splits
     union = dataclasses.replace(splits, train=concat(splits.train, splits.validation))
@@ -55,11 +56,7 @@ def refit(experiment: Experiment, components, accelerator, reporter, first: dict
     reporter.console.print(f"[bold]refit:[/] training anew on train + validation ({len(union.train)} examples) for "
                            f"{epochs:g} epochs, the chosen model's; validation figures stay the first pass's")
     second = Trainer(again, shipped, accelerator, None, reporter).fit()
-    trained = second["results"]["train"]
-    results = dict(first["results"])
-    results["train"] = {**results["train"], "refit": {
-        "train_samples": trained["train_samples"], "epochs": trained["epochs"], "global_step": trained["global_step"],
-        "runtime_s": trained["runtime_s"]}}
-    if second["test"] is not None:
-        results["test"] = second["results"]["test"]
-    return {**first, "results": results, "model": second["model"], "test": second["test"]}, shipped
+    trained = second.train
+    train = dataclasses.replace(first.train, refit=RefitFigures(trained.train_samples, trained.epochs, trained.global_step,
+                                                                trained.runtime_s))
+    return dataclasses.replace(first, model=second.model, test=second.test, train=train), shipped

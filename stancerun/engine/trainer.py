@@ -23,6 +23,8 @@ import torch
 from accelerate.utils import gather_object
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import CHECKPOINTS, METRICS
+from stancerun.rundir.results import ModelUsed, Results, TrainFigures
 from stancerun.engine import checkpoint
 from stancerun.data.batching import (Collator, IndexDataset, LengthBucketBatches, encode_examples, model_inputs,
                                 sorted_batches)
@@ -69,6 +71,23 @@ class Evaluation:
     metrics: dict
     logits: np.ndarray  # in the split's original order
     labels: np.ndarray
+
+
+@dataclass
+class Outcome:
+    """What a training pass hands on: its model, its evaluations (metrics with the logits) and how
+    it trained. :meth:`results` is the part of results.json it fills; the model and logits stay here."""
+
+    model: object
+    baseline: Evaluation  # the untrained model on validation
+    final: Evaluation  # the chosen model on validation (a stack's scores once one ships)
+    test: Evaluation | None
+    train: TrainFigures
+    shipped: object = None  # a stancerun.evaluation.ensemble.Shipped when [ensemble] ships a stack
+
+    def results(self, model: ModelUsed) -> Results:
+        return Results(model=model, baseline=self.baseline.metrics, final=self.final.metrics, train=self.train,
+                       test=self.test.metrics if self.test is not None else None)
 
 
 def make_optimizer(model, training):
@@ -260,7 +279,7 @@ class Trainer:
         entry = {"type": kind, "step": self.run.global_step, "epoch": round(self.run.epoch, 4), **values}
         self.history.append(entry)
         if self.accelerator.is_main_process and self.run_dir is not None:
-            artifacts.atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in self.history))
+            artifacts.atomic_write(self.run_dir / METRICS, "".join(json.dumps(e) + "\n" for e in self.history))
 
     def callback(self, event: str, *args) -> None:
         for cb in self.c.callbacks:
@@ -279,7 +298,7 @@ class Trainer:
         weights = checkpoint.gather_trainable(acc, loop.model, self.trainable_names)
         moments = checkpoint.optimizer_state(acc, loop.model, loop.optimizer)
         rng = gather_object([checkpoint.rng_state()])  # each process's own: its dropout differs
-        target = self.run_dir / "checkpoints" / f"step-{self.run.global_step}"
+        target = self.run_dir / CHECKPOINTS / f"step-{self.run.global_step}"
         if acc.is_main_process:
             state = {"global_step": self.run.global_step, "epoch": self.run.epoch, "best_metric": self.best_metric,
                      "best_step": self.best_step, "should_stop": self.run.should_stop, "history_lines": len(self.history),
@@ -302,10 +321,10 @@ class Trainer:
         for cb, state in zip(self.c.callbacks, saved["callbacks"]):
             if state is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(state)
-        if self.run_dir is not None and (self.run_dir / "metrics.jsonl").is_file():
+        if self.run_dir is not None and (self.run_dir / METRICS).is_file():
             # Lines written after the checkpoint belong to the run that was killed (an epoch's
             # evaluation can follow a checkpoint at the same step: count lines, not steps).
-            lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            lines = (self.run_dir / METRICS).read_text(encoding="utf-8").splitlines()
             self.history = [json.loads(line) for line in lines[: saved["history_lines"]]]
         return LoopPosition.from_saved(saved)
 
@@ -331,7 +350,7 @@ class Trainer:
         limit = self.training.save_total_limit
         if not limit:
             return
-        folder = self.run_dir / "checkpoints"
+        folder = self.run_dir / CHECKPOINTS
         steps = sorted(int(p.name.split("-")[1]) for p in folder.glob("step-*") if p.is_dir())
         keep = set(steps[-limit:]) | ({self.best_step} if self.best_step is not None else set())
         for step in steps:
@@ -341,7 +360,7 @@ class Trainer:
                 shutil.rmtree(folder / f"step-{step}", ignore_errors=True)
 
     # -- the loop -----------------------------------------------------------------------
-    def fit(self, resume_from: Path | None = None) -> dict:
+    def fit(self, resume_from: Path | None = None) -> Outcome:
         """Train; with ``resume_from`` (a checkpoint directory), continue exactly where it was saved."""
         loop = self.set_up(resume_from)
         with self.signals_saved():
@@ -472,7 +491,7 @@ class Trainer:
     def finished(self, loop: Loop) -> bool:
         return self.run.should_stop or self.run.global_step >= loop.total_steps
 
-    def finish(self, loop: Loop) -> dict:
+    def finish(self, loop: Loop) -> Outcome:
         """The best weights back, the final (and test) evaluation, and the run's figures."""
         acc, t, model = self.accelerator, self.training, loop.model
         runtime = time.perf_counter() - loop.started
@@ -486,17 +505,14 @@ class Trainer:
         test = self.evaluate(model, "test") if "test" in self.eval_loaders and not t.refit_on_validation else None
         self.record("final", {f"eval_{k}": v for k, v in final.metrics.items()})
         total_samples = acc.reduce(torch.tensor(loop.position.samples, device=acc.device), "sum").item()
-        train = {"runtime_s": round(runtime, 3), "samples_per_second": round(total_samples / runtime, 3) if runtime else None,
-                 "global_step": self.run.global_step, "epochs": round(self.run.epoch, 4), "total_steps_planned": loop.total_steps,
-                 "steps_per_epoch": loop.per_epoch,
-                 "train_samples": len(self.encoded["train"]), "eval_samples": len(self.encoded["validation"]),
-                 "best_step": self.best_step, "best_metric": self.best_metric, "metric_for_best_model": self.metric_name(),
-                 "restored_best": bool(t.load_best_model_at_end and self.best_state is not None),
-                 "stopped_early": stopped_early, "world_size": acc.num_processes}
-        results = {"baseline": loop.baseline.metrics, "final": final.metrics, "train": train}
-        if test is not None:
-            results["test"] = test.metrics
-        return {"results": results, "model": model, "baseline": loop.baseline, "final": final, "test": test}
+        train = TrainFigures(
+            runtime_s=round(runtime, 3), samples_per_second=round(total_samples / runtime, 3) if runtime else None,
+            global_step=self.run.global_step, epochs=round(self.run.epoch, 4), total_steps_planned=loop.total_steps,
+            steps_per_epoch=loop.per_epoch, train_samples=len(self.encoded["train"]),
+            eval_samples=len(self.encoded["validation"]), best_step=self.best_step, best_metric=self.best_metric,
+            metric_for_best_model=self.metric_name(), restored_best=bool(t.load_best_model_at_end and self.best_state is not None),
+            stopped_early=stopped_early, world_size=acc.num_processes)
+        return Outcome(model, loop.baseline, final, test, train)
 
     def evaluation_step(self, model) -> None:
         evaluation = self.evaluate(model, "validation")

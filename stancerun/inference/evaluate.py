@@ -10,6 +10,7 @@ import numpy as np
 
 from stancerun.evaluation import analysis
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import CONFIG, MISCLASSIFIED, MODEL, PREDICTIONS, REPORT, RESULTS, RunDir
 from stancerun.evaluation import stats
 from stancerun.config import tomlio
 from stancerun.errors import UsageError
@@ -40,13 +41,14 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
     from stancerun.reporting.report import Reporter, per_class
 
     registry = registry or get_registry()
-    if not (run_dir / "model").is_dir() or not (run_dir / "config.toml").is_file():
-        raise UsageError(f"{run_dir}: not a run directory (needs model/ and config.toml)")
-    config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-    experiment = Experiment(run_dir / "config.toml", config)
-    info = artifacts.read_model_info(run_dir / "model")
-    examples = read_labelled(data, info, run_dir / "model", registry)  # bad data fails before the load
-    saved = artifacts.load_model(run_dir / "model", device=inference_device(), registry=registry)
+    found = RunDir(run_dir)
+    if not found.model.is_dir() or not found.config.is_file():
+        raise UsageError(f"{run_dir}: not a run directory (needs {MODEL}/ and {CONFIG})")
+    config = tomlio.loads(found.config.read_text(encoding="utf-8"))
+    experiment = Experiment(found.config, config)
+    info = artifacts.read_model_info(found.model)
+    examples = read_labelled(data, info, found.model, registry)  # bad data fails before the load
+    saved = artifacts.load_model(found.model, device=inference_device(), registry=registry)
     metric_fn = combined_metrics([build(registry, "metrics", table) for table in config["metrics"]])
     names = info["labels"]
     logits = shipped_logits(saved, examples.texts, examples.pairs, batch_size)
@@ -66,14 +68,14 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
     if examples.pairs is not None:
         results["by_group"] = analysis.by_group(examples.pairs, logits, labels, names, metric_fn)
 
-    out = run_dir / "evaluations" / f"{data.stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = found.evaluations / f"{data.stem}-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=False)
-    artifacts.write_json(out / "results.json", results)
-    artifacts.atomic_write(out / "predictions.csv", artifacts.predictions_csv(
+    artifacts.write_json(out / RESULTS, results)
+    artifacts.atomic_write(out / PREDICTIONS, artifacts.predictions_csv(
         examples.texts, examples.pairs, examples.labels, predicted.tolist(), probabilities, names, pair_name))
-    artifacts.atomic_write(out / "misclassified.jsonl", analysis.misclassified_jsonl(
+    artifacts.atomic_write(out / MISCLASSIFIED, analysis.misclassified_jsonl(
         examples.texts, examples.pairs, labels, probabilities, names, pair_name))
-    artifacts.atomic_write(out / "report.md", markdown(run_dir, data, results))
+    artifacts.atomic_write(out / REPORT, markdown(run_dir, data, results))
     print_report(Reporter(console=Console()), results, out)
     return out
 

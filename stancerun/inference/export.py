@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import MODEL, MODEL_INFO, RunDir
 from stancerun.config import tomlio
 from stancerun.errors import UsageError
 
@@ -46,10 +47,10 @@ def fold_scores(model, num_labels: int, temperature: float, scale: float = 1.0, 
 
 
 def model_card(run_dir: Path, info: dict, merged: bool, usage: str) -> str:
-    config = tomlio.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    environment = json.loads((run_dir / "environment.json").read_text(encoding="utf-8"))
-    final, intervals = results["final"], results.get("intervals", {}).get("final", {})
+    found = RunDir(run_dir)
+    config = tomlio.loads(found.config.read_text(encoding="utf-8"))
+    results = found.read_results()
+    environment = json.loads(found.environment.read_text(encoding="utf-8"))
     library = "sentence-transformers" if "SentenceTransformer(" in usage else "transformers"
     lines = [
         "---", f"library_name: {library}", "pipeline_tag: text-classification", "tags: [stancerun, stance]", "---", "",
@@ -63,12 +64,12 @@ def model_card(run_dir: Path, info: dict, merged: bool, usage: str) -> str:
     if info.get("temperature", 1.0) != 1.0:
         lines.append(f"- calibrated: temperature {info['temperature']:.4f} folded into the output layer")
     lines += ["", "## Validation results", "", "| metric | value | 95% interval |", "|---|---:|---|"]
-    for key, value in final.items():
-        ci = intervals.get(key)
+    for key, value in results.final.items():
+        ci = results.interval("final", key)
         lines.append(f"| {key} | {value:.4f} | " + (f"[{ci['low']:.4f}, {ci['high']:.4f}]" if ci else "") + " |")
-    if "test" in results:
+    if results.test is not None:
         lines += ["", "## Test results", "", "| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in results["test"].items()]
+        lines += [f"| {k} | {v:.4f} |" for k, v in results.test.items()]
     lines += ["", "## Data", "", "| file | sha256 |", "|---|---|"]
     lines += [f"| `{Path(path).name}` | `{digest}` |" for path, digest in environment.get("data_files", {}).items()]
     lines += ["", "## Experiment", "", "```toml", tomlio.dumps(config).rstrip(), "```", "",
@@ -106,22 +107,22 @@ def stack_folding(info: dict, run_dir: Path, fine_tuned_only: bool) -> tuple[flo
 
 def check_paths(run_dir: Path, out_dir: Path) -> None:
     """A run directory to export from, and a new or empty place to export to (every export)."""
-    if not (run_dir / "model").is_dir():
-        raise UsageError(f"{run_dir}: not a run directory (no model/ inside)")
+    if not RunDir(run_dir).model.is_dir():
+        raise UsageError(f"{run_dir}: not a run directory (no {MODEL}/ inside)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir}: exists and is not empty")
 
 
 def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = False) -> Path:
     check_paths(run_dir, out_dir)
-    info = artifacts.read_model_info(run_dir / "model")
+    info = artifacts.read_model_info(RunDir(run_dir).model)
     scale, shift = stack_folding(info, run_dir, fine_tuned_only)
     is_adapter = info.get("weights") == "adapter"
     if is_adapter and not merge:
         raise UsageError(f"{run_dir} holds the '{info['adapter']}' adapter's weights only: add --merge to write a "
-                         f"standalone model (the adapter alone is in {run_dir / 'model'})")
+                         f"standalone model (the adapter alone is in {RunDir(run_dir).model})")
     # The adapter's restore folds its weights into the base: a plain model of the base architecture.
-    saved = artifacts.load_model(run_dir / "model")
+    saved = artifacts.load_model(RunDir(run_dir).model)
     write = getattr(saved.component, "export", None)
     if not callable(write):
         record = info["components"]["model"]
@@ -137,7 +138,7 @@ def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = Fa
         write(saved.loaded, saved.model, tmp)
         artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter, how))
         exported = {k: v for k, v in info.items() if k != "ensemble"}  # folded in, or left out on request
-        artifacts.write_json(tmp / artifacts.MODEL_INFO, {**exported, "temperature": 1.0, "weights": "model",
+        artifacts.write_json(tmp / MODEL_INFO, {**exported, "temperature": 1.0, "weights": "model",
                                                           "exported_from": str(run_dir)})
 
     artifacts.atomic_directory(out_dir, fill)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import RunDir
 from stancerun.config import tomlio
 from stancerun.errors import StancerunError, UsageError
 from stancerun.inference.export import check_paths, fold_scores, stack_folding
@@ -36,7 +36,7 @@ CHECKED_METRICS = ("accuracy", "f1_macro")
 
 def validation_split(run_dir: Path, info: dict) -> tuple[list[str], list[str] | None, list[int], list[int]]:
     """(texts, pairs, labels, predictions) of run_dir/predictions.csv, as label indices."""
-    path = run_dir / "predictions.csv"
+    path = RunDir(run_dir).predictions
     if not path.is_file():
         raise UsageError(f"{run_dir}: no predictions.csv to check the export against")
     with path.open(newline="", encoding="utf-8") as handle:
@@ -56,12 +56,10 @@ def validation_split(run_dir: Path, info: dict) -> tuple[list[str], list[str] | 
 
 def headline(run_dir: Path) -> tuple[str, str | None]:
     """(metric the check computes, why it is not the run's headline metric, or None)."""
-    results_path, config_path = run_dir / "results.json", run_dir / "config.toml"
-    metric = None
-    if results_path.is_file():
-        metric = json.loads(results_path.read_text(encoding="utf-8")).get("analysis", {}).get("metric")
-    if not metric and config_path.is_file():
-        config = tomlio.loads(config_path.read_text(encoding="utf-8"))
+    found = RunDir(run_dir)
+    metric = found.read_results().headline if found.results.is_file() else None
+    if not metric and found.config.is_file():
+        config = tomlio.loads(found.config.read_text(encoding="utf-8"))
         for candidate in (config.get("evaluation", {}).get("headline"),
                           config.get("training", {}).get("metric_for_best_model")):
             if candidate and candidate.removeprefix("eval_") != "loss":
@@ -83,7 +81,7 @@ def metric_value(metric: str, labels, predicted, n_labels: int) -> float:
 
 def refitted(run_dir: Path) -> bool:
     """Under refit_on_validation predictions.csv is the first pass's, not the shipped model's."""
-    path = run_dir / "config.toml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         return False
     config = tomlio.loads(path.read_text(encoding="utf-8"))

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stancerun.rundir.artifacts import MODEL_INFO
+from stancerun.rundir.layout import MODEL, MODEL_INFO, ONNX_FORMAT, ONNX_MODEL, RunDir
 from stancerun.data.order import sorted_batches
 from stancerun.errors import UsageError
 
-FORMAT = "onnx"  # stancerun.json "format" of an ONNX export
-MODEL_FILE = "model.onnx"
+FORMAT = ONNX_FORMAT  # stancerun.json "format" of an ONNX export
+MODEL_FILE = ONNX_MODEL
 
 
 def read_info(path: Path) -> dict | None:
@@ -36,16 +36,16 @@ def read_info(path: Path) -> dict | None:
 
 def is_onnx_export(path) -> bool:
     """Whether ``path`` is a directory written by ``stancerun.inference.onnx_export.export_onnx``."""
-    info = read_info(Path(path))
-    return bool(info) and info.get("format") == FORMAT
+    return RunDir(path).kind == RunDir.ONNX
 
 
 def check_model_dir(path, dtype: str = "float32") -> bool:
     """What `predict` and `serve` were given: True for an ONNX export, False for a run directory;
     a UsageError for anything else, or for a dtype asked of an export (it runs as exported)."""
-    onnx = is_onnx_export(path)
-    if not onnx and not (Path(path) / "model").is_dir():
-        raise UsageError(f"{path}: not a run directory (no model/ inside) nor an ONNX export (stancerun export --onnx)")
+    found = RunDir.open(path, RunDir.RUN, RunDir.ONNX)
+    onnx = found.kind == RunDir.ONNX
+    if not onnx and not found.model.is_dir():
+        raise UsageError(f"{path}: a run directory without {MODEL}/: the run has not finished")
     if onnx and dtype != "float32":
         raise UsageError("--dtype is for a run's torch model; an ONNX export runs as it was exported (float32 or int8)")
     return onnx
@@ -133,8 +133,8 @@ def load_onnx(export_dir, threads: int | None = None) -> OnnxModel:
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     max_length = int(info["max_length"])
-    if (export_dir / "tokenizer.json").is_file():
-        tokenizer = RustTokenizer(export_dir / "tokenizer.json", max_length, info.get("truncation_side", "right"),
+    if RunDir(export_dir).tokenizer.is_file():
+        tokenizer = RustTokenizer(RunDir(export_dir).tokenizer, max_length, info.get("truncation_side", "right"),
                                   info.get("split_special_tokens", False))
     else:
         tokenizer = AutoTokenizerAdapter(export_dir, max_length)

@@ -86,9 +86,10 @@ def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size
     """One row per text: the label, its confidence and every label's probability.
     ``saved``: the run's model already loaded (:func:`stancerun.rundir.artifacts.load_model`)."""
     from stancerun.rundir.artifacts import load_model
+    from stancerun.rundir.layout import RunDir
     from stancerun.evaluation.stats import softmax
 
-    saved = saved or load_model(run_dir / "model")
+    saved = saved or load_model(RunDir(run_dir).model)
     info = saved.info
     logits = shipped_logits(saved, texts, pairs, batch_size)
     return rows_of(texts, pairs, softmax(logits, info.get("temperature", 1.0)), info)  # 1.0 unless calibrated

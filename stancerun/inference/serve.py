@@ -30,6 +30,8 @@ import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 from fastapi.responses import JSONResponse, Response
 
+from stancerun.rundir.layout import RunDir
+
 
 @dataclass
 class Limits:
@@ -53,7 +55,7 @@ class TorchPredictor:
         from stancerun.rundir import artifacts
         from stancerun.inference.predict import inference_device
 
-        self.saved = artifacts.load_model(run_dir / "model", device=inference_device(), dtype=dtype)
+        self.saved = artifacts.load_model(RunDir(run_dir).model, device=inference_device(), dtype=dtype)
         self.dtype = dtype
         self.info = self.saved.info
         self.max_length = self.saved.max_length
@@ -111,12 +113,11 @@ def run_summary(run_dir: Path) -> dict:
     from stancerun.inference.onnx_predict import read_info
 
     exported = (read_info(run_dir) or {}).get("exported_from")  # an ONNX export: its run's figures
-    path = Path(exported or run_dir) / "results.json"
-    if not path.is_file():
+    found = RunDir(exported or run_dir)
+    if not found.results.is_file():
         return {}
-    results = json.loads(path.read_text(encoding="utf-8"))
     keep = ("accuracy", "f1_macro", "f1_favor_against")
-    return {split: {k: v for k, v in results[split].items() if k in keep} for split in ("final", "test") if split in results}
+    return {split: {k: v for k, v in scores.items() if k in keep} for split, scores in found.read_results().shipped_scores().items()}
 
 
 # -- dynamic batching -----------------------------------------------------------------------

@@ -4,13 +4,14 @@ the leader are real (paired bootstrap on the shared validation split)."""
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import RunDir
+from stancerun.rundir.results import Results
 from stancerun.evaluation import stats
 from stancerun.config import tomlio
 from stancerun.errors import UsageError
@@ -22,7 +23,7 @@ from stancerun.config.schema import greater_is_better
 class Run:
     path: Path
     config: dict
-    results: dict
+    results: Results
     texts: list[str]
     labels: np.ndarray
     logits: np.ndarray  # log-probabilities from predictions.csv (argmax and ranking preserved)
@@ -35,16 +36,17 @@ class Run:
 
 
 def load_run(path: Path) -> Run:
+    found = RunDir(path)
     try:
-        config = tomlio.loads((path / "config.toml").read_text(encoding="utf-8"))
-        results = json.loads((path / "results.json").read_text(encoding="utf-8"))
-        with (path / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        config = tomlio.loads(found.config.read_text(encoding="utf-8"))
+        results = found.read_results()
+        with found.predictions.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except FileNotFoundError as error:
         status = artifacts.read_status(path) or {}
         if status.get("status") == "failed":
             raise UsageError(f"{path}: this run failed at step {status.get('step')}: {status.get('error')} "
-                             f"(traceback in {path / artifacts.STATUS})") from None
+                             f"(traceback in {found.status})") from None
         if status.get("status") == "pruned":
             raise UsageError(f"{path}: this run was pruned by its sweep ({status.get('error')}); it has no final results") from None
         if status.get("status") in ("running", "interrupted"):
@@ -55,7 +57,7 @@ def load_run(path: Path) -> Run:
     probs = np.array([[float(r[f"prob_{n}"]) for n in names] for r in rows])
     labels = np.array([names.index(r["label"]) for r in rows])
     return Run(path, config, results, [r["text"] for r in rows], labels, np.log(np.clip(probs, 1e-12, None)), names,
-               short_source(results.get("model", {}).get("source", "")))
+               short_source(results.model.source if results.model else ""))
 
 
 def short_source(source: str) -> str:
@@ -78,10 +80,10 @@ def compare(paths: list[Path], registry=None) -> dict:
     greater = first["training"].get("greater_is_better")
     if greater is None or metric != first["training"]["metric_for_best_model"].removeprefix("eval_"):
         greater = greater_is_better(metric)
-    if any(metric not in r.results["final"] for r in runs):
-        metric = "accuracy" if all("accuracy" in r.results["final"] for r in runs) else "loss"
+    if any(metric not in r.results.final for r in runs):
+        metric = "accuracy" if all("accuracy" in r.results.final for r in runs) else "loss"
         greater = metric != "loss"
-    ranked = sorted(runs, key=lambda r: r.results["final"][metric], reverse=greater)
+    ranked = sorted(runs, key=lambda r: r.results.final[metric], reverse=greater)
     leader = ranked[0]
     registry = registry or get_registry()
     metric_fn = combined_metrics([build(registry, "metrics", t) for t in leader.config["metrics"]])
@@ -89,9 +91,9 @@ def compare(paths: list[Path], registry=None) -> dict:
     rows = []
     for run in ranked:
         row = {"run": run.name, "path": str(run.path), "model": run.model,
-               "adapter": run.config["adapter"]["use"], "metric": metric, "value": run.results["final"][metric],
-               "interval": run.results.get("intervals", {}).get("final", {}).get(metric),
-               "train_runtime_s": run.results["train"].get("runtime_s"), "vs_leader": None}
+               "adapter": run.config["adapter"]["use"], "metric": metric, "value": run.results.final[metric],
+               "interval": run.results.interval("final", metric),
+               "train_runtime_s": run.results.train.runtime_s if run.results.train else None, "vs_leader": None}
         if run is not leader:
             row["vs_leader"] = paired(leader, run, metric_fn, metric, evaluation)
         rows.append(row)

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from stancerun.config.schema import greater_is_better
 from stancerun.evaluation.stats import per_class_scores, softmax
+from stancerun.rundir import layout
+from stancerun.rundir.results import PlotFiles, Results
 
 
 def per_class(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> list[dict]:
@@ -58,7 +60,7 @@ def small_eval_warning(n: int) -> str | None:
 class Summary:
     """The end-of-run figures, shared by the console and report.md."""
 
-    results: dict
+    results: Results
     per_class: list[dict]
     confusion: np.ndarray
     labels: list[str]
@@ -68,8 +70,8 @@ class Summary:
     wall_time_s: float
 
     @classmethod
-    def of(cls, results, final, labels, wall_time_s):
-        temperature = results.get("calibration", {}).get("temperature", 1.0)
+    def of(cls, results: Results, final, labels, wall_time_s):
+        temperature = results.calibration.temperature if results.calibration else 1.0
         probs = softmax(final.logits, temperature)
         correct = probs.argmax(axis=1) == final.labels
         conf = probs.max(axis=1)
@@ -79,42 +81,42 @@ class Summary:
 
     def leaderboard(self) -> list[tuple[str, dict, dict]]:
         """(row name, metrics, intervals) for the fine-tuned model, the untrained model and each baseline."""
-        r, intervals = self.results, self.results.get("intervals", {})
-        rows = [(self.shipped_name, r["final"], intervals.get("final", {}))]
-        if "ensemble" in r:
-            rows.append(("fine-tuned alone", r["ensemble"]["fine_tuned"]["validation"], {}))
-        rows.append(("untrained", r["baseline"], intervals.get("baseline", {})))
-        rows += [(name, metrics, intervals.get(name, {})) for name, metrics in r.get("baselines", {}).items()]
+        r = self.results
+        rows = [(self.shipped_name, r.final, r.row_intervals("final"))]
+        if r.ensemble:
+            rows.append(("fine-tuned alone", r.ensemble.fine_tuned.validation, {}))
+        rows.append(("untrained", r.baseline, r.row_intervals("baseline")))
+        rows += [(name, metrics, r.row_intervals(name)) for name, metrics in (r.baselines or {}).items()]
         return rows
 
     @property
     def shipped_name(self) -> str:
-        return "shipped (stack)" if "ensemble" in self.results else "fine-tuned"
+        return "shipped (stack)" if self.results.ensemble else "fine-tuned"
 
     def test_rows(self) -> list[tuple[str, dict, dict]]:
         """(row name, metrics, intervals) on the test split, like :meth:`leaderboard`."""
-        r, intervals = self.results, self.results.get("intervals", {})
-        rows = [(self.shipped_name, r["test"], intervals.get("test", {}))]
-        if "ensemble" in r and "test" in r["ensemble"]["fine_tuned"]:
-            rows.append(("fine-tuned alone", r["ensemble"]["fine_tuned"]["test"], {}))
-        return rows + [(name, m, intervals.get(f"test_{name}", {})) for name, m in r.get("test_baselines", {}).items()]
+        r = self.results
+        rows = [(self.shipped_name, r.test, r.row_intervals("test"))]
+        if r.ensemble and r.ensemble.fine_tuned.test is not None:
+            rows.append(("fine-tuned alone", r.ensemble.fine_tuned.test, {}))
+        return rows + [(name, m, r.row_intervals(f"test_{name}")) for name, m in (r.test_baselines or {}).items()]
 
     def composition(self) -> str | None:
         """What the shipped model is made of, when it is more than the fine-tuned model."""
-        e = self.results.get("ensemble")
+        e = self.results.ensemble
         if not e:
             return None
-        terms = [f"{e['weights'][0]:.3f} × log-softmax(fine-tuned model)"]
-        terms += [f"{w:.3f} × {name} scores" for name, w in zip(e["members"], e["weights"][1:])]
+        terms = [f"{e.weights[0]:.3f} × log-softmax(fine-tuned model)"]
+        terms += [f"{w:.3f} × {name} scores" for name, w in zip(e.members, e.weights[1:])]
         text = "shipped scores = " + " + ".join(terms) + " + a per-class bias, weights fitted by log-loss on validation"
-        if e["decision"] == "headline":
-            offsets = ", ".join(f"{n} {o:+.1f}" for n, o in zip(self.labels, e["offsets"]))
-            text += f"; then per-class offsets ({offsets}) tuned on validation for {self.results['analysis']['metric']}"
+        if e.decision == "headline":
+            offsets = ", ".join(f"{n} {o:+.1f}" for n, o in zip(self.labels, e.offsets))
+            text += f"; then per-class offsets ({offsets}) tuned on validation for {self.results.analysis.metric}"
         return text
 
     def metric_keys(self, compact: bool = False) -> list[str]:
         """Metric names; ``compact`` leaves out per-class ones (they have their own table)."""
-        keys = [k for k in self.results["final"] if k != "loss"]
+        keys = [k for k in self.results.final if k != "loss"]
         if compact:
             keys = [k for k in keys if not any(k.endswith(f"_{label}") for label in self.labels)]
         return keys
@@ -122,7 +124,7 @@ class Summary:
     def notes(self) -> list[str]:
         """Warnings a reader must see next to the numbers."""
         found = []
-        n = self.results["train"]["eval_samples"]
+        n = self.results.train.eval_samples
         if warning := small_eval_warning(n):
             found.append(warning)
         return found
@@ -131,13 +133,13 @@ class Summary:
         """One line: does the model beat the strongest baseline on the headline metric? Said on
         the test split when there is one (the baseline was chosen on validation), with the
         paired-bootstrap interval of the difference."""
-        r, v = self.results, self.results.get("verdict")
+        r, v = self.results, self.results.verdict
         if not v:
             return None
-        split = "test" if "test" in r and "test" in v else "validation"
-        metric, name, diff = v["metric"], v["baseline"], v.get(split)
-        model = (r["test"] if split == "test" else r["final"]).get(metric)
-        base = (r.get("test_baselines", {}) if split == "test" else r.get("baselines", {})).get(name, {}).get(metric)
+        split = "test" if r.test is not None and "test" in v.differences else "validation"
+        metric, name, diff = v.metric, v.baseline, v.differences.get(split)
+        model = (r.test if split == "test" else r.final).get(metric)
+        base = ((r.test_baselines if split == "test" else r.baselines) or {}).get(name, {}).get(metric)
         if model is None or base is None:
             return None
         head = (f"{split} {metric}: model {model:.3f}, strongest baseline {name} {base:.3f} (chosen on validation)")
@@ -154,10 +156,16 @@ class Summary:
                 f"(95% paired bootstrap, p = {diff['p']:.3f}) — {outcome}")
 
     def comparison_rows(self):
-        base, final = self.results["baseline"], self.results["final"]
+        base, final = self.results.baseline, self.results.final
         for key in final:
             if key in base:
                 yield key, base[key], final[key], final[key] - base[key]
+
+    def group_tables(self, titles: tuple[str, str]) -> list[tuple[str, dict]]:
+        """(title, group -> figures) for the validation and the test split's per-group figures, where there are any."""
+        a = self.results.analysis
+        found = zip(titles, (a.by_group, a.test_by_group) if a else (None, None))
+        return [(title, groups) for title, groups in found if groups]
 
 
 class NullProgress:
@@ -251,100 +259,152 @@ class Reporter:
             c.print(f"[bold]verdict:[/] {verdict}")
         if composition := summary.composition():
             c.print(f"[bold]what ships:[/] {composition}")
-        table = Table(title="before vs after training (validation split)", title_justify="left")
-        for col in ("metric", "before", "after", "delta"):
-            table.add_column(col, justify="right" if col != "metric" else "left")
-        for key, before, after, delta in summary.comparison_rows():
-            color = "green" if (delta > 0) != (key in ("loss", "mse", "mae")) else "red"
-            table.add_row(key, fmt(before), fmt(after), f"[{color}]{delta:+.4f}[/]")
-        c.print(table)
-        table = Table(title="per class (final model)", title_justify="left")
-        for col in ("label", "precision", "recall", "f1", "support"):
-            table.add_column(col, justify="right" if col != "label" else "left")
-        for row in summary.per_class:
-            table.add_row(row["label"], *(fmt(row[k]) for k in ("precision", "recall", "f1")), str(row["support"]))
-        c.print(table)
-        table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
-        table.add_column("")
-        for name in summary.labels:
-            table.add_column(name, justify="right")
-        for name, row in zip(summary.labels, summary.confusion):
-            table.add_row(name, *(str(v) for v in row))
-        c.print(table)
-        r = summary.results
-        keys = summary.metric_keys(compact=True)
-        table = Table(title="against baselines (validation split, 95% bootstrap intervals)", title_justify="left")
-        table.add_column("model")
-        for key in keys:
-            table.add_column(key, justify="right")
-        for name, metrics, intervals in summary.leaderboard():
-            table.add_row(name, *(with_interval(metrics[k], intervals.get(k)) for k in keys if k in metrics))
-        c.print(table)
-        analysis = r.get("analysis", {})
-        if analysis.get("most_confused"):
-            c.print("most confused: " + "; ".join(f"{m['label']} → {m['predicted']} ×{m['count']}" for m in analysis["most_confused"][:3]))
-        for title, groups in (("per group (validation)", analysis.get("by_group")), ("per group (test)", analysis.get("test_by_group"))):
-            if groups:
-                table = Table(title=title, title_justify="left")
-                columns = list(next(iter(groups.values())))
-                table.add_column("group")
-                for col in columns:
-                    table.add_column(col, justify="right")
-                for group, values in groups.items():
-                    table.add_row(group, *(fmt(values[col]) for col in columns))
-                c.print(table)
-        if "test" in r:
-            for name, metrics, ci in summary.test_rows():
-                c.print(f"[bold]test split ({name}):[/] " + ", ".join(
-                    f"{k} {with_interval(v, ci.get(k))}" for k, v in metrics.items() if k in keys))
-        cal = r.get("calibration")
-        if cal:
-            line = f"calibration: ECE {cal['ece_before']:.3f}"
-            if cal.get("ece_after") is not None:
-                line += f" → {cal['ece_after']:.3f} with temperature {cal['temperature']:.2f} (fitted on validation)"
-            if "test_ece_before" in cal:
-                line += f"; on test {cal['test_ece_before']:.3f}" + (f" → {cal['test_ece_after']:.3f}" if "test_ece_after" in cal else "")
+        for table in (comparison_table(summary), per_class_table(summary), confusion_table(summary),
+                      baselines_table(summary)):
+            c.print(table)
+        self.errors(summary)
+        self.test_split(summary)
+        if line := calibration_line(summary.results.calibration):
             c.print(line)
-        train = r["train"]
         for note in summary.notes():
             c.print(f"[bold yellow]warning:[/] {note}")
-        c.print(f"mean confidence {summary.mean_confidence:.3f} (correct {summary.mean_confidence_correct:.3f}, "
-                f"wrong {summary.mean_confidence_wrong:.3f})")
-        c.print(f"trained {train['global_step']} steps in {train['runtime_s']:.1f}s ({train['samples_per_second']:.1f} samples/s)"
-                + (", stopped early" if train["stopped_early"] else "")
-                + (f"; best step {train['best_step']} restored" if train["restored_best"] else "")
-                + f"; wall time {summary.wall_time_s:.1f}s")
-        if refit := refit_line(r):
-            c.print(refit)
+        self.training(summary)
         if run_dir is not None:
             c.print(f"[bold green]run directory:[/] {run_dir}")
 
+    def errors(self, summary: Summary) -> None:
+        """The label pairs most confused, and the per-group tables."""
+        analysis = summary.results.analysis
+        if analysis and analysis.most_confused:
+            self.console.print("most confused: " + "; ".join(f"{m.label} → {m.predicted} ×{m.count}"
+                                                             for m in analysis.most_confused[:3]))
+        for title, groups in summary.group_tables(("per group (validation)", "per group (test)")):
+            table = Table(title=title, title_justify="left")
+            columns = list(next(iter(groups.values())))
+            table.add_column("group")
+            for col in columns:
+                table.add_column(col, justify="right")
+            for group, values in groups.items():
+                table.add_row(group, *(fmt(values[col]) for col in columns))
+            self.console.print(table)
 
-def refit_line(results: dict) -> str | None:
+    def test_split(self, summary: Summary) -> None:
+        if summary.results.test is None:
+            return
+        keys = summary.metric_keys(compact=True)
+        for name, metrics, ci in summary.test_rows():
+            self.console.print(f"[bold]test split ({name}):[/] " + ", ".join(
+                f"{k} {with_interval(v, ci.get(k))}" for k, v in metrics.items() if k in keys))
+
+    def training(self, summary: Summary) -> None:
+        """Confidence, then how long training took and what it chose."""
+        c, train = self.console, summary.results.train
+        c.print(f"mean confidence {summary.mean_confidence:.3f} (correct {summary.mean_confidence_correct:.3f}, "
+                f"wrong {summary.mean_confidence_wrong:.3f})")
+        c.print(f"trained {train.global_step} steps in {train.runtime_s:.1f}s ({train.samples_per_second:.1f} samples/s)"
+                + (", stopped early" if train.stopped_early else "")
+                + (f"; best step {train.best_step} restored" if train.restored_best else "")
+                + f"; wall time {summary.wall_time_s:.1f}s")
+        if refit := refit_line(summary.results):
+            c.print(refit)
+
+
+def comparison_table(summary: Summary) -> Table:
+    table = Table(title="before vs after training (validation split)", title_justify="left")
+    for col in ("metric", "before", "after", "delta"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for key, before, after, delta in summary.comparison_rows():
+        color = "green" if (delta > 0) != (key in ("loss", "mse", "mae")) else "red"
+        table.add_row(key, fmt(before), fmt(after), f"[{color}]{delta:+.4f}[/]")
+    return table
+
+
+def per_class_table(summary: Summary) -> Table:
+    table = Table(title="per class (final model)", title_justify="left")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right" if col != "label" else "left")
+    for row in summary.per_class:
+        table.add_row(row["label"], *(fmt(row[k]) for k in ("precision", "recall", "f1")), str(row["support"]))
+    return table
+
+
+def confusion_table(summary: Summary) -> Table:
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in summary.labels:
+        table.add_column(name, justify="right")
+    for name, row in zip(summary.labels, summary.confusion):
+        table.add_row(name, *(str(v) for v in row))
+    return table
+
+
+def baselines_table(summary: Summary) -> Table:
+    keys = summary.metric_keys(compact=True)
+    table = Table(title="against baselines (validation split, 95% bootstrap intervals)", title_justify="left")
+    table.add_column("model")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, metrics, intervals in summary.leaderboard():
+        table.add_row(name, *(with_interval(metrics[k], intervals.get(k)) for k in keys if k in metrics))
+    return table
+
+
+def calibration_line(cal) -> str | None:
+    if not cal:
+        return None
+    line = f"calibration: ECE {cal.ece_before:.3f}"
+    if cal.ece_after is not None:
+        line += f" → {cal.ece_after:.3f} with temperature {cal.temperature:.2f} (fitted on validation)"
+    if cal.test_ece_before is not None:
+        line += f"; on test {cal.test_ece_before:.3f}" + (f" → {cal.test_ece_after:.3f}" if cal.test_ece_after is not None else "")
+    return line
+
+
+def refit_line(results: Results) -> str | None:
     """What ships under refit_on_validation, and which model each split's figures are."""
-    refit = results["train"].get("refit")
+    refit = results.train.refit
     if not refit:
         return None
-    return (f"shipped: trained anew on train + validation ({refit['train_samples']} examples, {refit['epochs']:g} epochs, "
-            f"{refit['runtime_s']:.1f}s); validation figures are the first pass's model"
-            + (", test figures the shipped one's" if "test" in results else ""))
+    return (f"shipped: trained anew on train + validation ({refit.train_samples} examples, {refit.epochs:g} epochs, "
+            f"{refit.runtime_s:.1f}s); validation figures are the first pass's model"
+            + (", test figures the shipped one's" if results.test is not None else ""))
 
 
 def markdown(summary: Summary, experiment, environment: dict) -> str:
     """report.md: the same figures as the console, as a document to keep with the run."""
-    r = summary.results
     lines = [f"# {experiment.name}", ""]
     if experiment.config.get("description"):
         lines += [experiment.config["description"], ""]
-    model, train = r["model"], r["train"]
-    lines += [
-        f"- model: `{model['source']}` ({model['use']}), adapter: `{model['adapter']}`",
+    lines += md_overview(summary, environment)
+    plots = summary.results.plots or PlotFiles()
+    if plots.loss:
+        lines += [f"![loss curves]({plots.loss})", ""]
+    lines += md_model_tables(summary, plots)
+    lines += md_errors(summary)
+    lines += md_test_split(summary)
+    lines += md_calibration(summary.results.calibration, plots)
+    lines += md_data(summary.results.data)
+    lines += ["", "## Confidence", "",
+              f"mean {summary.mean_confidence:.3f}; on correct predictions {summary.mean_confidence_correct:.3f}, "
+              f"on wrong ones {summary.mean_confidence_wrong:.3f}.", "",
+              f"Files: `{layout.CONFIG}` (the resolved experiment), `{layout.ENVIRONMENT}`, `{layout.METRICS}`, "
+              f"`{layout.RESULTS}`, `{layout.PREDICTIONS}`, `{layout.MISCLASSIFIED}`, `{layout.MODEL}/`, "
+              f"`{layout.CHECKPOINTS}/`, `{layout.PLOTS}/`.", ""]
+    return "\n".join(lines)
+
+
+def md_overview(summary: Summary, environment: dict) -> list[str]:
+    """The model, the device, how training went; the verdict, what ships, warnings, the baselines table."""
+    r = summary.results
+    model, train = r.model, r.train
+    lines = [
+        f"- model: `{model.source}` ({model.use}), adapter: `{model.adapter}`",
         f"- device: {environment.get('device')} × {environment.get('world_size')} process(es)",
-        f"- training: {train['global_step']} steps, {train['epochs']} epochs, {train['runtime_s']:.1f}s, "
-        f"{train['samples_per_second']} samples/s" + (" (stopped early)" if train["stopped_early"] else ""),
-        f"- best model: step {train['best_step']} by {train['metric_for_best_model']} = {fmt(train['best_metric'])}"
-        + (" (restored)" if train["restored_best"] else ""),
-        f"- evaluation split: {train['eval_samples']} examples",
+        f"- training: {train.global_step} steps, {train.epochs} epochs, {train.runtime_s:.1f}s, "
+        f"{train.samples_per_second} samples/s" + (" (stopped early)" if train.stopped_early else ""),
+        f"- best model: step {train.best_step} by {train.metric_for_best_model} = {fmt(train.best_metric)}"
+        + (" (restored)" if train.restored_best else ""),
+        f"- evaluation split: {train.eval_samples} examples",
         *([f"- {refit}"] if (refit := refit_line(r)) else []),
         "",
     ]
@@ -359,14 +419,12 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
               "| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for name, metrics, intervals in summary.leaderboard():
         lines.append(f"| {name} | " + " | ".join(with_interval(metrics[k], intervals.get(k)) for k in keys if k in metrics) + " |")
-    lines += [""]
-    plots = r.get("plots", {})
-    if "loss" in plots:
-        lines += [f"![loss curves]({plots['loss']})", ""]
-    lines += [
-        "## Before vs after training", "",
-        "| metric | before | after | delta |", "|---|---:|---:|---:|",
-    ]
+    return lines + [""]
+
+
+def md_model_tables(summary: Summary, plots: PlotFiles) -> list[str]:
+    """Before vs after training, per class, and the confusion matrix."""
+    lines = ["## Before vs after training", "", "| metric | before | after | delta |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {fmt(b)} | {fmt(a)} | {d:+.4f} |" for k, b, a, d in summary.comparison_rows()]
     lines += ["", "## Per class (final model)", "", "| label | precision | recall | f1 | support |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {row['label']} | {fmt(row['precision'])} | {fmt(row['recall'])} | {fmt(row['f1'])} | {row['support']} |"
@@ -374,50 +432,63 @@ def markdown(summary: Summary, experiment, environment: dict) -> str:
     lines += ["", "## Confusion matrix", "", "rows: true label, columns: prediction", "",
               "| | " + " | ".join(summary.labels) + " |", "|---|" + "---:|" * len(summary.labels)]
     lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(summary.labels, summary.confusion)]
-    if "confusion" in plots:
-        lines += ["", f"![confusion matrix]({plots['confusion']})"]
-    analysis = r.get("analysis", {})
-    if analysis.get("most_confused"):
+    if plots.confusion:
+        lines += ["", f"![confusion matrix]({plots.confusion})"]
+    return lines
+
+
+def md_errors(summary: Summary) -> list[str]:
+    """The label pairs most confused, and the per-group tables."""
+    lines = []
+    analysis = summary.results.analysis
+    if analysis and analysis.most_confused:
         lines += ["", "## Most confused", "", "| true | predicted | count | share of true label |", "|---|---|---:|---:|"]
-        lines += [f"| {m['label']} | {m['predicted']} | {m['count']} | {m['share_of_label']:.2f} |" for m in analysis["most_confused"]]
-        lines += ["", "Every mistake, most confident first: `misclassified.jsonl`."]
-    for title, groups in (("Per group (validation)", analysis.get("by_group")), ("Per group (test)", analysis.get("test_by_group"))):
-        if groups:
-            columns = list(next(iter(groups.values())))
-            lines += ["", f"## {title}", "", "| group | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-            lines += [f"| {g} | " + " | ".join(fmt(v[c]) for c in columns) + " |" for g, v in groups.items()]
-    if "test" in r:
-        rows = summary.test_rows()
-        lines += ["", "## Test split", "", "Brackets: 95% bootstrap interval.", "",
-                  "| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-        lines += [f"| {name} | " + " | ".join(with_interval(m[k], ci.get(k)) for k in keys if k in m) + " |"
-                  for name, m, ci in rows]
-    cal = r.get("calibration")
-    if cal:
-        lines += ["", "## Calibration", "", f"Expected calibration error (15 bins) on validation: {cal['ece_before']:.4f}"
-                  + (f", {cal['ece_after']:.4f} after temperature scaling (T = {cal['temperature']:.3f}, fitted on "
-                     "validation, so this number is optimistic)" if cal.get("ece_after") is not None else "") + "."]
-        if "test_ece_before" in cal:
-            lines += ["", f"On the test split: {cal['test_ece_before']:.4f}"
-                      + (f" before, {cal['test_ece_after']:.4f} after scaling" if "test_ece_after" in cal else "") + "."]
-        if "reliability" in plots:
-            lines += ["", f"![reliability diagram]({plots['reliability']})"]
-    data = r.get("data")
-    if data:
-        names = list(next(iter(data["distribution"].values())))
-        lines += ["", "## Data", "", "| split | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        lines += [f"| {split} | " + " | ".join(str(c[n]) for n in names) + " |" for split, c in data["distribution"].items()]
-        for leak in data["leaks"]:
-            if leak["normalised"]:
-                lines += ["", f"- **Leakage:** {leak['normalised']} {leak['split']} example(s) also in train ({leak['exact']} exact)."]
-        if data.get("dropped_for_leakage"):
-            lines += [f"- {data['dropped_for_leakage']} training example(s) dropped for leakage."]
-        for split, n in data.get("truncated", {}).items():
-            if n:
-                lines += [f"- {n} {split} text(s) truncated at max_length."]
-    lines += ["", "## Confidence", "",
-              f"mean {summary.mean_confidence:.3f}; on correct predictions {summary.mean_confidence_correct:.3f}, "
-              f"on wrong ones {summary.mean_confidence_wrong:.3f}.", "",
-              "Files: `config.toml` (the resolved experiment), `environment.json`, `metrics.jsonl`, `results.json`, "
-              "`predictions.csv`, `misclassified.jsonl`, `model/`, `checkpoints/`, `plots/`.", ""]
-    return "\n".join(lines)
+        lines += [f"| {m.label} | {m.predicted} | {m.count} | {m.share_of_label:.2f} |" for m in analysis.most_confused]
+        lines += ["", f"Every mistake, most confident first: `{layout.MISCLASSIFIED}`."]
+    for title, groups in summary.group_tables(("Per group (validation)", "Per group (test)")):
+        columns = list(next(iter(groups.values())))
+        lines += ["", f"## {title}", "", "| group | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        lines += [f"| {g} | " + " | ".join(fmt(v[c]) for c in columns) + " |" for g, v in groups.items()]
+    return lines
+
+
+def md_test_split(summary: Summary) -> list[str]:
+    if summary.results.test is None:
+        return []
+    keys = summary.metric_keys()
+    lines = ["", "## Test split", "", "Brackets: 95% bootstrap interval.", "",
+             "| model | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    return lines + [f"| {name} | " + " | ".join(with_interval(m[k], ci.get(k)) for k in keys if k in m) + " |"
+                    for name, m, ci in summary.test_rows()]
+
+
+def md_calibration(cal, plots: PlotFiles) -> list[str]:
+    if not cal:
+        return []
+    lines = ["", "## Calibration", "", f"Expected calibration error (15 bins) on validation: {cal.ece_before:.4f}"
+             + (f", {cal.ece_after:.4f} after temperature scaling (T = {cal.temperature:.3f}, fitted on "
+                "validation, so this number is optimistic)" if cal.ece_after is not None else "") + "."]
+    if cal.test_ece_before is not None:
+        lines += ["", f"On the test split: {cal.test_ece_before:.4f}"
+                  + (f" before, {cal.test_ece_after:.4f} after scaling" if cal.test_ece_after is not None else "") + "."]
+    if plots.reliability:
+        lines += ["", f"![reliability diagram]({plots.reliability})"]
+    return lines
+
+
+def md_data(data) -> list[str]:
+    """Label counts per split, leakage, what was dropped or truncated."""
+    if not data:
+        return []
+    names = list(next(iter(data.distribution.values())))
+    lines = ["", "## Data", "", "| split | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [f"| {split} | " + " | ".join(str(c[n]) for n in names) + " |" for split, c in data.distribution.items()]
+    for leak in data.leaks:
+        if leak.normalised:
+            lines += ["", f"- **Leakage:** {leak.normalised} {leak.split} example(s) also in train ({leak.exact} exact)."]
+    if data.dropped_for_leakage:
+        lines += [f"- {data.dropped_for_leakage} training example(s) dropped for leakage."]
+    for split, n in (data.truncated or {}).items():
+        if n:
+            lines += [f"- {n} {split} text(s) truncated at max_length."]
+    return lines

@@ -23,8 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from stancerun.errors import UsageError
-
-MODEL_INFO = "stancerun.json"  # label map and how to rebuild the model, beside the weights
+from stancerun.rundir.layout import MODEL_INFO, STATUS  # noqa: F401 (both were defined here first)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -71,9 +70,6 @@ def atomic_directory(target: Path, fill) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-STATUS = "status.json"
 
 
 @contextlib.contextmanager

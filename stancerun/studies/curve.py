@@ -12,19 +12,19 @@ baseline, and whether the curve is still rising between the two largest sizes.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import PLOTS, REPORT, RunDir
 from stancerun.config.experiment import Experiment
 from stancerun.data.rows import Examples, Splits, concat
 from stancerun.errors import UsageError
 from stancerun.studies.repeats import with_changes
 from stancerun.config.schema import greater_is_better
 
-PLOT = "plots/learning_curve.png"
+PLOT = f"{PLOTS}/learning_curve.png"
 
 
 def draw_seed(seed: int, size: int, repeat: int) -> int:
@@ -104,7 +104,7 @@ def check_sizes(pool: Examples, names: list[str], sizes: list[int], pool_from: s
 def child_splits(src: Sources, splits: Splits, size: int, seed: int) -> Splits:
     train, validation = draw(src.pool, size, seed)
     # The scoring split always travels as the child's test split: its scores are then always
-    # results["test"] and results["test_baselines"], whichever split of the dataset it is.
+    # results.test and results.test_baselines, whichever split of the dataset it is.
     return Splits(train, validation, splits.labels, src.scoring, splits.files, False)
 
 
@@ -147,16 +147,16 @@ def run_curve(experiment: Experiment, output_dir: str | None = None, registry=No
     splits = build(registry, "datasets", experiment.config["data"]).load()
     src, children = plan(experiment, splits)
     parent = artifacts.new_run_dir(experiment.config["output_dir"], experiment.name, output_dir)
-    artifacts.atomic_write(parent / "config.toml", experiment.to_toml())
+    artifacts.atomic_write(RunDir(parent).config, experiment.to_toml())
     runs = []
     for i, (name, size, repeat, child, child_data) in enumerate(children, 1):
         console.print(f"[bold]{name}[/] ({i}/{len(children)}): {size} examples per class, "
                       f"{len(child_data.train)} to train on")
         run_dir = run_experiment(child, output_dir=str(parent / name), registry=registry, splits=child_data, quiet=True)
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        results = RunDir(run_dir).read_results()
         runs.append({"name": name, "size": size, "repeat": repeat, "train": len(child_data.train), "results": results})
-        metric = results["analysis"]["metric"]
-        console.print(f"  {metric} {results['test'][metric]:.4f} on the {src.split} split")
+        metric = results.analysis.metric
+        console.print(f"  {metric} {results.test[metric]:.4f} on the {src.split} split")
     summary = summarise(runs, ev.confidence)
     summary.update({"split": src.split, "split_from": src.split_from, "scored_examples": len(src.scoring),
                     "pool": {"examples": len(src.pool), "from": src.pool_from}, "repeats": ev.repeats,
@@ -169,8 +169,8 @@ def run_curve(experiment: Experiment, output_dir: str | None = None, registry=No
             series[baseline] = [row["baselines"][baseline] for row in summary["curve"]]
         plots.learning_curve(summary["sizes"], series, summary["metric"], parent / PLOT, ev.confidence)
         summary["plots"] = {"learning_curve": PLOT}
-    artifacts.write_json(parent / "summary.json", summary)
-    artifacts.atomic_write(parent / "report.md", markdown(experiment.name, summary))
+    artifacts.write_json(RunDir(parent).summary, summary)
+    artifacts.atomic_write(RunDir(parent).report, markdown(experiment.name, summary))
     print_summary(console, summary, parent)
     return parent
 
@@ -180,18 +180,18 @@ def summarise(runs: list[dict], confidence: float) -> dict:
     headline metric over the repeats for the model and each baseline, and the trend."""
     from stancerun.evaluation.stats import aggregate
 
-    metric = runs[0]["results"]["analysis"]["metric"]
+    metric = runs[0]["results"].analysis.metric
     sizes = sorted({r["size"] for r in runs})
     # Baselines every run scored: a plugin baseline that failed somewhere would make rows of unequal n.
-    baselines = [b for b in runs[0]["results"].get("test_baselines", {})
-                 if all(b in r["results"].get("test_baselines", {}) for r in runs)]
+    baselines = [b for b in runs[0]["results"].test_baselines or {}
+                 if all(b in (r["results"].test_baselines or {}) for r in runs)]
     curve, model_scores = [], {}
     for size in sizes:
         at = sorted((r for r in runs if r["size"] == size), key=lambda r: r["repeat"])
-        model_scores[size] = [r["results"]["test"][metric] for r in at]
+        model_scores[size] = [r["results"].test[metric] for r in at]
         curve.append({"size": size, "train_examples": at[0]["train"], "runs": [r["name"] for r in at],
                       "model": aggregate(model_scores[size], confidence),
-                      "baselines": {b: aggregate([r["results"]["test_baselines"][b][metric] for r in at], confidence)
+                      "baselines": {b: aggregate([r["results"].test_baselines[b][metric] for r in at], confidence)
                                     for b in baselines}})
     return {"mode": "learning_curve", "metric": metric, "greater_is_better": greater_is_better(metric),
             "confidence": confidence, "sizes": sizes, "baselines": baselines, "runs": [r["name"] for r in runs], "curve": curve,
@@ -271,7 +271,7 @@ def markdown(name: str, summary: dict) -> str:
     lines += ["", f"**Is labelling more worth it?** {summary['trend']['sentence']}", ""]
     if "plots" in summary:
         lines += [f"![{summary['metric']} against labelled examples per class]({summary['plots']['learning_curve']})", ""]
-    lines += ["Runs: " + ", ".join(f"[{d}]({d}/report.md)" for d in summary["runs"]), ""]
+    lines += ["Runs: " + ", ".join(f"[{d}]({d}/{REPORT})" for d in summary["runs"]), ""]
     return "\n".join(lines)
 
 

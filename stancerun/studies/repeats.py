@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from pathlib import Path
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import REPORT, RunDir
 from stancerun.config.experiment import Experiment
 from stancerun.data.rows import Examples, Splits, concat
 
@@ -59,7 +59,7 @@ def run_repeated(experiment: Experiment, output_dir: str | None = None, registry
     ev = experiment.evaluation
     console = Console()
     parent = artifacts.new_run_dir(experiment.config["output_dir"], experiment.name, output_dir)
-    artifacts.atomic_write(parent / "config.toml", experiment.to_toml())
+    artifacts.atomic_write(RunDir(parent).config, experiment.to_toml())
     if ev.cv_folds:
         mode = "cv"
         dataset = build(registry, "datasets", experiment.config["data"])
@@ -79,12 +79,12 @@ def run_repeated(experiment: Experiment, output_dir: str | None = None, registry
                              evaluation={**child.config["evaluation"], "cv_folds": 0, "seeds": []})
         console.print(f"[bold]{label}[/] ({i}/{len(plans)})")
         run_dir = run_experiment(child, output_dir=str(parent / label), registry=registry, splits=splits, quiet=True)
-        results = json.loads((run_dir / "results.json").read_text())
+        results = RunDir(run_dir).read_results()
         runs.append({"name": label, "dir": label, "results": results})
-        console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in results["final"].items()))
+        console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in results.final.items()))
     summary = summarise(mode, runs, ev.confidence)
-    artifacts.write_json(parent / "summary.json", summary)
-    artifacts.atomic_write(parent / "report.md", markdown(experiment, summary))
+    artifacts.write_json(RunDir(parent).summary, summary)
+    artifacts.atomic_write(RunDir(parent).report, markdown(experiment, summary))
     print_summary(console, summary, parent)
     return parent
 
@@ -93,9 +93,9 @@ def summarise(mode: str, runs: list[dict], confidence: float) -> dict:
     from stancerun.evaluation.stats import aggregate
 
     summary = {"mode": mode, "runs": [r["dir"] for r in runs]}
-    for section in ("final", "baseline", "test"):
-        present = [r["results"][section] for r in runs if section in r["results"]]
-        if len(present) == len(runs):
+    for section in ("final", "baseline", "test"):  # results.json's keys, as Results' fields
+        present = [getattr(r["results"], section) for r in runs]
+        if all(scores is not None for scores in present):
             summary[section] = {k: aggregate([p[k] for p in present], confidence) for k in present[0]}
     return summary
 
@@ -112,7 +112,7 @@ def markdown(experiment: Experiment, summary: dict) -> str:
                 lines.append(f"| {key} | {agg['mean']:.4f} | {agg['std']:.4f} | [{agg['low']:.4f}, {agg['high']:.4f}] | "
                              + ", ".join(f"{v:.3f}" for v in agg["values"]) + " |")
             lines.append("")
-    lines += ["Runs: " + ", ".join(f"[{d}]({d}/report.md)" for d in summary["runs"]), ""]
+    lines += ["Runs: " + ", ".join(f"[{d}]({d}/{REPORT})" for d in summary["runs"]), ""]
     return "\n".join(lines)
 
 

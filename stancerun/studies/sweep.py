@@ -31,13 +31,13 @@ from datetime import datetime
 from pathlib import Path
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import JOURNAL, SWEEP_PLAN, RunDir
 from stancerun.config import sweepplan
 from stancerun.config import tomlio
 from stancerun.config.experiment import Experiment, Origins, validate
 from stancerun.errors import RunPruned, UsageError
 
-PLAN = "sweep.json"
-JOURNAL = "journal.log"
+PLAN = SWEEP_PLAN  # the name stancerun.cli's resume asks for
 LEASE = "stancerun:lease"
 HEARTBEAT_S = 30
 STALE_AFTER_S = 300
@@ -307,8 +307,8 @@ def create(experiment: Experiment, output_dir: str | None = None, storage: str |
         # Everything a worker on another machine needs, in the study itself.
         for key, value in {**plan, "directory": str(directory), "config": tomlio.dumps(saved)}.items():
             study.set_user_attr(f"stancerun:{key}", value)
-        artifacts.atomic_write(directory / "config.toml", tomlio.dumps(saved))
-        artifacts.write_json(directory / PLAN, plan)
+        artifacts.atomic_write(RunDir(directory).config, tomlio.dumps(saved))
+        artifacts.write_json(RunDir(directory).sweep_plan, plan)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)  # nothing half-made left behind (a database it could not open)
         raise
@@ -334,13 +334,13 @@ def open_sweep(target: str, storage: str | None = None, study_name: str | None =
     """The sweep in directory ``target``, or the study in the database at URL ``target``."""
     quiet_optuna()
     path = Path(target)
-    if (path / PLAN).is_file():
-        plan = json.loads((path / PLAN).read_text(encoding="utf-8"))
-        config = tomlio.loads((path / "config.toml").read_text(encoding="utf-8"))
+    if RunDir(path).kind == RunDir.SWEEP:
+        plan = json.loads(RunDir(path).sweep_plan.read_text(encoding="utf-8"))
+        config = tomlio.loads(RunDir(path).config.read_text(encoding="utf-8"))
         url = storage or plan["storage"]
         return Sweep(path.resolve(), experiment_of(config, plan["experiment"]), plan["study"], url)
     if "://" not in target:
-        raise UsageError(f"{target}: neither a sweep directory (no {PLAN} inside) nor a storage URL")
+        raise UsageError(f"{target}: neither a sweep directory (no {SWEEP_PLAN} inside) nor a storage URL")
     import optuna
 
     summaries = optuna.get_all_study_summaries(open_storage(target, Path.cwd()))
@@ -418,10 +418,8 @@ def run_trial(sweep: Sweep, trial, trial_id: int | None, number: int, params: di
             run_dir = run_experiment(child, output_dir=str(sweep.directory / name), registry=registry, quiet=quiet,
                                      callbacks=[report])
             if main:
-                results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-                train = results["train"]
-                steps = train["global_step"] + (train.get("refit") or {}).get("global_step", 0)
-                value = results["final"][metric]
+                results = RunDir(run_dir).read_results()
+                steps, value = results.train.all_steps(), results.final[metric]
         except RunPruned as pruned:
             tell(TrialState.PRUNED, note=str(pruned))
             say(f"{name}: {pruned}")

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from stancerun.rundir import artifacts
+from stancerun.rundir.layout import BEST, JOURNAL, RunDir
 from stancerun.config import sweepplan
 from stancerun.config.experiment import Origins, validate
 from stancerun.studies.sweep import Sweep, objective, public_url
@@ -38,7 +39,7 @@ def write_report(sweep: Sweep, registry=None, print_board: bool = True) -> dict:
     metric, greater = objective(sweep.experiment.config)
     complete = [r for r in rows if r["state"] == "complete"]
     settings = sweepplan.settings(sweep.table)
-    summary = {"study": sweep.study_name, "storage": public_url(sweep.url) if sweep.url else "journal.log",
+    summary = {"study": sweep.study_name, "storage": public_url(sweep.url) if sweep.url else JOURNAL,
                "sampler": settings["sampler"], "seed": settings["seed"], "pruner": settings["pruner"], "metric": metric,
                "direction": "maximize" if greater else "minimize",
                # Trials that count towards the total: a trial whose worker died was run again as another.
@@ -50,16 +51,16 @@ def write_report(sweep: Sweep, registry=None, print_board: bool = True) -> dict:
         best_row = next(r for r in rows if r["number"] == best.number)
         summary["best"] = {"run": best_row["run"], "value": best.value, "params": best_row["params"]}
         write_best(sweep, best_row, metric, registry)
-    artifacts.write_json(sweep.directory / "trials.json", summary)
+    artifacts.write_json(RunDir(sweep.directory).trials, summary)
     board = leaderboard(sweep, complete, registry)
     if board is not None:
-        artifacts.write_json(sweep.directory / "leaderboard.json", board)
+        artifacts.write_json(RunDir(sweep.directory).leaderboard, board)
         if print_board:
             from stancerun.reporting.compare import print_leaderboard
 
             print_leaderboard(board)
     plots = write_plots(study, sweep.directory, len(complete))
-    artifacts.atomic_write(sweep.directory / "report.md", markdown(sweep, summary, board, plots))
+    artifacts.atomic_write(RunDir(sweep.directory).report, markdown(sweep, summary, board, plots))
     return summary
 
 
@@ -67,15 +68,15 @@ def write_best(sweep: Sweep, row: dict, metric: str, registry) -> None:
     config = sweepplan.child_config(sweep.experiment.config, row["params"], "best")
     experiment = validate(config, Origins(), sweep.experiment.path, registry)
     header = (f"# The best trial of sweep {sweep.study_name} ({row['run']}: {metric} "
-              f"{row['value']:.4f} on validation), resolved: `stancerun {sweep.directory / 'best.toml'}` runs it again.\n")
-    artifacts.atomic_write(sweep.directory / "best.toml", header + experiment.to_toml())
+              f"{row['value']:.4f} on validation), resolved: `stancerun {RunDir(sweep.directory).best}` runs it again.\n")
+    artifacts.atomic_write(RunDir(sweep.directory).best, header + experiment.to_toml())
 
 
 def leaderboard(sweep: Sweep, complete: list[dict], registry) -> dict | None:
     from stancerun.reporting.compare import compare
 
     # On machines without a shared file system, each holds only its own trials' run directories.
-    here = [r for r in complete if (sweep.directory / r["run"] / "results.json").is_file()]
+    here = [r for r in complete if RunDir(sweep.directory / r["run"]).results.is_file()]
     if not here:
         return None
     board = compare([sweep.directory / r["run"] for r in here], registry=registry)
@@ -129,7 +130,7 @@ def markdown(sweep: Sweep, summary: dict, board: dict | None, plots: list[str]) 
         best = summary["best"]
         values = ", ".join(f"{k}={shown(v)}" for k, v in best["params"].items())
         lines += [f"**Best:** {best['run']}, {summary['metric']} {best['value']:.4f} ({values}). "
-                  "Its experiment, runnable as it is: `best.toml`.", ""]
+                  f"Its experiment, runnable as it is: `{BEST}`.", ""]
     lines += ["## Trials", "", "| trial | state | " + " | ".join(params) + f" | {summary['metric']} | steps | seconds | note |",
               "|---|---|" + "---|" * len(params) + "---:|---:|---:|---|"]
     for r in summary["rows"]:

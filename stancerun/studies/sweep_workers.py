@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stancerun.config.experiment import Experiment
 from stancerun.errors import UsageError
+from stancerun.rundir.layout import RunDir
 from stancerun.studies.sweep import Sweep, create, is_main_process, open_sweep, public_url, shared, work
 
 
@@ -49,7 +50,7 @@ def resume_sweep(directory: Path, storage: str | None = None, registry=None) -> 
     requeued = sweep.requeue_abandoned() if is_main_process() else []
     ran = work(sweep, registry)
     if is_main_process():
-        if not ran and not requeued and (sweep.directory / "report.md").is_file():
+        if not ran and not requeued and RunDir(sweep.directory).report.is_file():
             print(f"{sweep.directory}: every trial has finished; nothing to do")
         else:
             finish(sweep, registry)
@@ -71,7 +72,7 @@ def finish(sweep: Sweep, registry=None, print_board: bool = True) -> None:
     print(f"sweep {sweep.study_name}: {summary['trials']} trials ({states}), {summary['steps']} training steps")
     if summary["best"]:
         print(f"best: {summary['best']['run']} ({summary['metric']} {summary['best']['value']:.4f}); "
-              f"run it again: stancerun {sweep.directory / 'best.toml'}")
+              f"run it again: stancerun {RunDir(sweep.directory).best}")
     print(f"sweep directory: {sweep.directory}")
 
 
