@@ -23,6 +23,7 @@ def predict(args) -> int:
 
     from stancerun.rundir import artifacts
     from stancerun.errors import UsageError
+    from stancerun.rundir.layout import RunDir
     from stancerun.inference.onnx_predict import check_model_dir, predict_onnx, read_info
     from stancerun.inference.predict import dtype_note, format_rows, inference_device, predict, read_inputs
 
@@ -31,7 +32,7 @@ def predict(args) -> int:
     if bool(args.texts) == bool(args.input):
         raise UsageError("give texts on the command line or --input FILE (one of the two)")
     # The input is checked before the model loads: a wrong column fails in 0.2 s, not after 3.5 s of loading.
-    info = read_info(run_dir) if onnx else artifacts.read_model_info(run_dir / "model")
+    info = read_info(run_dir) if onnx else artifacts.read_model_info(RunDir(run_dir).model)
     if args.input:
         texts, pairs = read_inputs(Path(args.input), info.get("text_column") or "text", info.get("text_pair_column"))
     else:
@@ -49,7 +50,7 @@ def predict(args) -> int:
         note = dtype_note(args.dtype, device)
         if note:
             print(f"warning: {note}", file=sys.stderr)
-        saved = artifacts.load_model(run_dir / "model", device=device, dtype=args.dtype)
+        saved = artifacts.load_model(RunDir(run_dir).model, device=device, dtype=args.dtype)
         rows = predict(run_dir, texts, pairs, args.batch_size, saved=saved)
     output = Path(args.output) if args.output else None
     fmt = "csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl"

@@ -14,11 +14,11 @@ def resume(args) -> int:
     from pathlib import Path
 
     from stancerun.engine.run import resume_run
-    from stancerun.studies.sweep import PLAN
+    from stancerun.rundir.layout import RunDir
     from stancerun.studies.sweep_workers import resume_sweep
 
     run_dir = Path(args.run_dir)
-    if (run_dir / PLAN).is_file():
+    if RunDir(run_dir).sweep_plan.is_file():
         resume_sweep(run_dir, storage=args.storage)
     else:
         resume_run(run_dir)

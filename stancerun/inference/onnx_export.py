@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from stancerun.rundir import artifacts
-from stancerun.rundir.layout import RunDir
+from stancerun.rundir.layout import ONNX_FORMAT, ONNX_MODEL, PREDICTIONS, RunDir
 from stancerun.config import tomlio
 from stancerun.errors import StancerunError, UsageError
 from stancerun.inference.export import check_paths, fold_scores, stack_folding
-from stancerun.inference.onnx_predict import FORMAT, MODEL_FILE, load_onnx, onnx_logits
+from stancerun.inference.onnx_predict import load_onnx, onnx_logits
 
 #: Metrics the check can recompute from labels alone; any other headline is checked on accuracy.
 CHECKED_METRICS = ("accuracy", "f1_macro")
@@ -188,7 +188,7 @@ class Reference:
     predicted: list[int]
     metric: str
     metric_note: str | None
-    source: str = "predictions.csv"
+    source: str = PREDICTIONS
 
 
 def refuse_stacked(run_dir: Path, info: dict) -> None:
@@ -224,11 +224,11 @@ def write_model(directory: Path, wrapped, inputs: dict, max_length: int, int8: b
     if int8:
         float_dir = directory / ".float32"
         float_dir.mkdir()
-        write_onnx(wrapped, inputs, float_dir / MODEL_FILE, max_length)
-        quantize_int8(float_dir / MODEL_FILE, directory / MODEL_FILE)
+        write_onnx(wrapped, inputs, float_dir / ONNX_MODEL, max_length)
+        quantize_int8(float_dir / ONNX_MODEL, directory / ONNX_MODEL)
         shutil.rmtree(float_dir)
     else:
-        write_onnx(wrapped, inputs, directory / MODEL_FILE, max_length)
+        write_onnx(wrapped, inputs, directory / ONNX_MODEL, max_length)
 
 
 def export_record(run_dir: Path, info: dict, saved, input_names: list[str], pad: int, int8: bool) -> dict:
@@ -236,7 +236,7 @@ def export_record(run_dir: Path, info: dict, saved, input_names: list[str], pad:
     tokenizer = saved.tokenizer
     backend = getattr(tokenizer, "tokenizer", tokenizer)  # a pair-joining wrapper's own tokenizer
     exported = {k: v for k, v in info.items() if k not in ("ensemble", "format")}  # folded in
-    record = {**exported, "info_format": info.get("format"), "weights": "model", "format": FORMAT,
+    record = {**exported, "info_format": info.get("format"), "weights": "model", "format": ONNX_FORMAT,
               "quantized": "int8" if int8 else None, "max_length": saved.max_length,
               "exported_from": str(run_dir), "temperature": 1.0, "inputs": input_names,
               "pad_token_id": pad, "truncation_side": getattr(backend, "truncation_side", "right"),
@@ -279,13 +279,13 @@ def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreeme
     started = time.perf_counter()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     check_paths(run_dir, out_dir)
-    info = artifacts.read_model_info(run_dir / "model")
+    info = artifacts.read_model_info(RunDir(run_dir).model)
     refuse_stacked(run_dir, info)
     scale, shift = stack_folding(info, run_dir, fine_tuned_only=False)  # the decision rule alone folds in
     reference = reference_of(run_dir, info)
 
     # The adapter's restore folds its weights into the base: a plain model of the base architecture.
-    saved = artifacts.load_model(run_dir / "model")
+    saved = artifacts.load_model(RunDir(run_dir).model)
     use_shipped_predictions(reference, run_dir, saved)
     fold_scores(saved.model, len(info["labels"]), info.get("temperature", 1.0), scale, shift)
 
@@ -306,7 +306,7 @@ def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreeme
         if reference.metric_note:
             found["note"] = reference.metric_note
         reject_if_off(found, run_dir, int8)
-        found["file_size"] = os.path.getsize(tmp / MODEL_FILE)
+        found["file_size"] = os.path.getsize(tmp / ONNX_MODEL)
         found["seconds"] = round(time.perf_counter() - started, 3)
         artifacts.write_json(tmp / artifacts.MODEL_INFO, {**record, "agreement": dict(found)})
 

@@ -20,8 +20,6 @@ from stancerun.rundir.layout import MODEL, MODEL_INFO, ONNX_FORMAT, ONNX_MODEL, 
 from stancerun.data.order import sorted_batches
 from stancerun.errors import UsageError
 
-FORMAT = ONNX_FORMAT  # stancerun.json "format" of an ONNX export
-MODEL_FILE = ONNX_MODEL
 
 
 def read_info(path: Path) -> dict | None:
@@ -121,11 +119,11 @@ def load_onnx(export_dir, threads: int | None = None) -> OnnxModel:
 
     export_dir = Path(export_dir)
     info = read_info(export_dir)
-    if not info or info.get("format") != FORMAT:
+    if not info or info.get("format") != ONNX_FORMAT:
         raise UsageError(f"{export_dir}: not an ONNX export of stancerun (no {MODEL_INFO} with format \"onnx\")")
-    model_path = export_dir / MODEL_FILE
+    model_path = export_dir / ONNX_MODEL
     if not model_path.is_file():
-        raise UsageError(f"{export_dir}: no {MODEL_FILE}")
+        raise UsageError(f"{export_dir}: no {ONNX_MODEL}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1

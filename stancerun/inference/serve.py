@@ -82,8 +82,9 @@ class OnnxPredictor:
         self.info = self.model.info
         self.max_length = self.model.max_length
         self.counter = None
-        if (export_dir / "tokenizer.json").is_file():
-            self.counter = Tokenizer.from_file(str(export_dir / "tokenizer.json"))  # untruncated: to count
+        tokenizer_file = RunDir(export_dir).tokenizer
+        if tokenizer_file.is_file():
+            self.counter = Tokenizer.from_file(str(tokenizer_file))  # untruncated: to count
             self.counter.no_truncation()
             self.counter.no_padding()
 

@@ -37,7 +37,6 @@ from stancerun.config import tomlio
 from stancerun.config.experiment import Experiment, Origins, validate
 from stancerun.errors import RunPruned, UsageError
 
-PLAN = SWEEP_PLAN  # the name stancerun.cli's resume asks for
 LEASE = "stancerun:lease"
 HEARTBEAT_S = 30
 STALE_AFTER_S = 300
