@@ -21,6 +21,7 @@ import contextlib
 import hmac
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -192,24 +193,31 @@ class Batcher:
             self.run(batch)
 
     def run(self, batch: list[Job]) -> None:
+        """One forward pass for the batch. If it fails, one pass per request: a request whose input
+        breaks the pass then fails alone (a 500) and the others are answered. The thread goes on."""
         try:
             batch = self.refuse_too_long(batch)
-            if not batch:
+            answers = self.forward(batch) if batch else []
+        except Exception as error:
+            if len(batch) > 1:
+                for job in batch:
+                    self.run([job])
                 return
-            texts = [t for job in batch for t in job.texts]
-            pairs = [p for job in batch for p in job.pairs] if batch[0].pairs is not None else None
-            self.metrics.batch_size.observe(len(texts))
-            logits = self.predictor.logits(texts, pairs)
-            answers, start = [], 0
-            for job in batch:
-                answers.append(scores(logits[start:start + len(job.texts)], self.predictor.info, job.raw))
-                start += len(job.texts)
-        except Exception as error:  # answered as a 500 to each request of the batch; the thread goes on
-            for job in batch:
-                job.loop.call_soon_threadsafe(settle, job.future, None, error)
+            batch[0].loop.call_soon_threadsafe(settle, batch[0].future, None, error)
             return
         for job, answer in zip(batch, answers):
             job.loop.call_soon_threadsafe(settle, job.future, answer, None)
+
+    def forward(self, batch: list[Job]) -> list:
+        texts = [t for job in batch for t in job.texts]
+        pairs = [p for job in batch for p in job.pairs] if batch[0].pairs is not None else None
+        self.metrics.batch_size.observe(len(texts))
+        logits = self.predictor.logits(texts, pairs)
+        answers, start = [], 0
+        for job in batch:
+            answers.append(scores(logits[start:start + len(job.texts)], self.predictor.info, job.raw))
+            start += len(job.texts)
+        return answers
 
     def refuse_too_long(self, batch: list[Job]) -> list[Job]:
         """Answer 413 to requests with an input longer than the model reads (unless they asked to
@@ -252,12 +260,43 @@ def scores(logits: np.ndarray, info: dict, raw: bool) -> list[list[dict]]:
 
 
 # -- requests -------------------------------------------------------------------------------
+MAX_DEPTH = 64  # JSON nesting a body may have; a /predict body needs 3
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting(body: bytes) -> int:
+    """How deep the body's arrays and objects nest, counted before parsing: json.loads recurses,
+    and 2,000 levels were a RecursionError. Brackets inside strings do not count."""
+    brackets = JSON_STRING.sub(b"", body).translate(None, NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    return int(np.cumsum(np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)).max())
+
+
+def check_encodable(items: list) -> None:
+    """A 422 naming the first input that is not UTF-8 text (JSON can carry a lone surrogate such as
+    "\\ud800"; the tokenizer cannot, and in a shared forward pass it failed every request)."""
+    for index, item in enumerate(items):
+        for text in item if isinstance(item, list) else [item]:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise RequestError(422, "Validation", f"input {index}: not valid Unicode text ({error.reason} at "
+                                                      f"character {error.start})") from None
+
+
 def parse(body: bytes, pair_column: str | None, limits: Limits) -> tuple[list[str], list[str] | None, bool, bool, bool]:
     """(texts, pairs, single input?, raw_scores, truncate) from a /predict body, or a RequestError."""
+    if nesting(body) > MAX_DEPTH:
+        raise RequestError(422, "Validation", f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise RequestError(422, "Validation", f"malformed JSON: {error}") from None
+    except RecursionError:  # a bound only: nesting() already refused what is this deep
+        raise RequestError(422, "Validation", f"JSON nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(422, "Validation", 'expected a JSON object {"inputs": ...}')
     raw, truncate = payload.get("raw_scores", False), payload.get("truncate", False)
@@ -273,6 +312,8 @@ def parse(body: bytes, pair_column: str | None, limits: Limits) -> tuple[list[st
                                               f"{limits.max_client_batch_size} (--max-client-batch-size)")
     is_pair = [isinstance(i, list) and len(i) == 2 and all(isinstance(s, str) for s in i) for i in items]
     is_text = [isinstance(i, str) for i in items]
+    if all(is_pair) or all(is_text):
+        check_encodable(items)
     if pair_column:
         if not all(is_pair):
             raise RequestError(422, "Validation", f"this model classifies ({pair_column}, text) pairs: send "
@@ -308,6 +349,20 @@ class Metrics:
 
 
 # -- the app --------------------------------------------------------------------------------
+CLIENT_CLOSED = 499  # nginx's code for a client that closed the connection first: counted apart from 500s
+
+
+def public_name(model: str | None) -> str | None:
+    """A base model for /info: a hub id as it is, a local folder by its name only (no path of
+    this machine goes out)."""
+    if not model:
+        return model
+    path = Path(model).expanduser()
+    if path.is_absolute() or model.startswith((".", "~")) or path.exists():
+        return path.resolve().name
+    return model
+
+
 def error_response(status: int, error_type: str, message: str) -> JSONResponse:
     return JSONResponse({"error": message, "error_type": error_type}, status_code=status)
 
@@ -351,14 +406,18 @@ class Server:
             return error_response(503, "Unhealthy", f"the model failed to load: {self.error}")
         return error_response(503, "Unhealthy", "the model is loading")
 
-    async def info(self):
+    async def info(self, request: Request):
+        try:
+            self.check_key(request)
+        except RequestError as failure:
+            return error_response(failure.status, failure.error_type, failure.message)
         if self.batcher is None:
             return error_response(503, "Unhealthy", self.error or "the model is loading")
         predictor, limits = self.batcher.predictor, self.limits
         model_info = predictor.info
-        return {"model_id": str(self.run_dir), "labels": model_info["labels"],
-                "base_model": (model_info.get("components", {}).get("model", {}).get("options", {}).get("name")
-                               or model_info.get("source")),
+        return {"model_id": self.run_dir.resolve().name, "labels": model_info["labels"],
+                "base_model": public_name(model_info.get("components", {}).get("model", {}).get("options", {}).get("name")
+                                          or model_info.get("source")),
                 "text_pair_column": model_info.get("text_pair_column"), "max_input_length": predictor.max_length,
                 "dtype": getattr(predictor, "dtype", model_info.get("quantized") or "float32"),
                 "max_batch_size": limits.max_batch_size, "max_client_batch_size": limits.max_client_batch_size,
@@ -370,9 +429,13 @@ class Server:
         return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     async def predict(self, request: Request):
+        from starlette.requests import ClientDisconnect
+
         began = time.perf_counter()
         try:
             response = await self.answer(request)
+        except ClientDisconnect:  # the client left before its body was sent: its fault, not a 500
+            response = Response(status_code=CLIENT_CLOSED)
         except RequestError as failure:
             response = error_response(failure.status, failure.error_type, failure.message)
         except Exception as failure:  # a failed forward pass: this request fails, the server goes on
@@ -381,11 +444,14 @@ class Server:
         self.metrics.latency.observe(time.perf_counter() - began)
         return response
 
-    async def answer(self, request: Request):
+    def check_key(self, request: Request) -> None:
         if self.api_key is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
                 raise RequestError(401, "Unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
+
+    async def answer(self, request: Request):
+        self.check_key(request)
         batcher = self.batcher
         if batcher is None:
             raise RequestError(503, "Unhealthy", self.error or "the model is loading")
