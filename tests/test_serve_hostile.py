@@ -177,3 +177,15 @@ def test_a_text_the_tokenizer_refuses_in_a_shared_pass_fails_its_request_only(ru
     bad = answers.pop()
     assert bad.status_code == 500 and bad.json()["error"].startswith("TypeError")  # the real tokenizer's refusal
     assert [a.json()[0][0]["label"] for a in answers] == expected
+
+
+def test_a_body_past_the_payload_limit_is_a_413_before_parsing(run_dir):
+    client = client_for(run_dir, payload_limit=1000)
+    big = {"inputs": ["w " * 600]}  # 1,200 bytes and more
+    declared = client.post("/predict", json=big)
+    assert declared.status_code == 413 and declared.json()["error"] == "the body is larger than 1000 bytes (--payload-limit)"
+    streamed = client.post("/predict", content=iter([b'{"inputs": ["', b"w " * 600, b'"]}']))  # chunked: no Content-Length
+    assert streamed.status_code == 413 and "--payload-limit" in streamed.json()["error"]
+    assert client.post("/predict", content=iter([b'{"inputs": ', b'"fine"}'])).status_code == 200
+    assert client.get("/info").json()["payload_limit"] == 1000
+    client.__exit__(None, None, None)

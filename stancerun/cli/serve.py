@@ -12,6 +12,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="how long a request waits for others to share its forward pass (default 5)")
     parser.add_argument("--max-client-batch-size", type=int, default=32, help="texts per request; more is a 413 (default 32)")
+    parser.add_argument("--payload-limit", type=int, default=2_000_000,
+                        help="bytes of a request body; more is a 413, before any parsing (default 2000000)")
     parser.add_argument("--max-queue", type=int, default=512, help="requests waiting; more is a 429 (default 512)")
     parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict (or set STANCERUN_API_KEY)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
@@ -26,12 +28,12 @@ def serve(args) -> int:
     from stancerun.errors import UsageError
     from stancerun.inference.serve import Limits, serve as run_server
 
-    for name in ("max_batch_size", "max_client_batch_size", "max_queue", "port"):
+    for name in ("max_batch_size", "max_client_batch_size", "max_queue", "payload_limit", "port"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: expected a number >= 1, got {getattr(args, name)}")
     if args.max_wait_ms < 0:
         raise UsageError(f"--max-wait-ms: expected a number >= 0, got {args.max_wait_ms}")
-    limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_client_batch_size, args.max_queue)
+    limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_client_batch_size, args.max_queue, args.payload_limit)
     run_server(Path(args.run_dir), args.host, args.port, limits, args.api_key or os.environ.get("STANCERUN_API_KEY"),
                args.dtype)
     return 0
