@@ -26,6 +26,8 @@ baselines = []
 [sweep]
 "adapter.r" = [2, 4]
 """
+# SQLite ignores query parameters it does not know, password= among them (SQLAlchemy warns).
+pytestmark = pytest.mark.filterwarnings("ignore:Query string argument")
 POSTGRES = os.environ.get("STANCERUN_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(not POSTGRES and not os.environ.get("STANCERUN_REQUIRE_POSTGRES"),
                                     reason="no PostgreSQL server: .ci/run starts one and sets STANCERUN_TEST_POSTGRES_URL")
@@ -79,7 +81,6 @@ def test_the_workers_argv_holds_no_password(tmp_path):
 
 
 def test_a_sqlite_sweep_writes_its_password_nowhere(tmp_path, tiny_bert, stance_data, monkeypatch):
-    # SQLite ignores query parameters it does not know (SQLAlchemy warns): the URL opens, password and all.
     url = f"sqlite:///{tmp_path / 'sw.db'}?password={SECRET}"
     path = tiny_experiment(tmp_path, tiny_bert, extra=SWEEP)
     out = tmp_path / "sweep"
@@ -91,12 +92,27 @@ def test_a_sqlite_sweep_writes_its_password_nowhere(tmp_path, tiny_bert, stance_
     assert "--storage" in (out / "trial-000" / "environment.json").read_text()
 
 
-@pytest.mark.parametrize("storage", ["sqlite", pytest.param("postgresql", marks=needs_postgres)])
-def test_workers_join_by_the_password_free_url(tmp_path, tiny_bert, stance_data, storage):
+def test_a_join_by_the_password_free_url_opens_the_storage_with_the_password(tmp_path, tiny_bert, stance_data,
+                                                                              monkeypatch):
+    from stancerun.config.experiment import load_experiment
+    from stancerun.studies.sweep import create, open_sweep
+
+    url = f"sqlite:///{tmp_path / 'sw.db'}?password={SECRET}"
+    sweep = create(load_experiment(tiny_experiment(tmp_path, tiny_bert, extra=SWEEP)), str(tmp_path / "sweep"), url)
+    monkeypatch.setenv(STORAGE_URL_ENV, url)
+    # as `sweep join` opens it, by the sweep directory or by the URL the workers get in argv
+    assert open_sweep(str(sweep.directory)).url == url
+    assert open_sweep(public_url(url), study_name=sweep.study_name).url == url
+    assert open_sweep(str(sweep.directory), storage=public_url(url)).url == url
+    assert files_holding(sweep.directory, SECRET) == []
+
+
+@needs_postgres
+def test_workers_join_by_the_password_free_url(tmp_path, tiny_bert, stance_data):
     # The CI server trusts loopback connections, so any password opens it: enough to see where it goes.
-    url = (POSTGRES or "").replace("://stancerun@", f"://stancerun:{SECRET}@") if storage == "postgresql" else \
-        f"sqlite:///{tmp_path / 'sw.db'}?password={SECRET}"
-    assert SECRET in url
+    assert POSTGRES, "STANCERUN_REQUIRE_POSTGRES is set but STANCERUN_TEST_POSTGRES_URL is not"
+    url = POSTGRES.replace("://stancerun@", f"://stancerun:{SECRET}@") + f"?sslpassword={SECRET}"
+    assert url.count(SECRET) == 2
     path = tiny_experiment(tmp_path, tiny_bert, extra=SWEEP)
     out = tmp_path / "sweep"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
