@@ -124,3 +124,9 @@ def test_workers_join_by_the_password_free_url(tmp_path, tiny_bert, stance_data)
     assert "2 workers started" in ran.stdout and SECRET not in ran.stdout
     assert (out / "trial-000" / "results.json").is_file() and (out / "trial-001" / "results.json").is_file()
     assert files_holding(out, SECRET) == []
+
+
+def test_serve_help_suggests_the_environment_variable_for_the_key(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "STANCERUN_API_KEY" in " ".join(capsys.readouterr().out.split())
