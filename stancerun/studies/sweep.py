@@ -292,7 +292,7 @@ def create(experiment: Experiment, output_dir: str | None = None, storage: str |
                 study.enqueue_trial({})  # the sampler fills the values when a worker takes it
         saved = tomlio.loads(experiment.to_toml())
         if url is not None:
-            saved["sweep"]["storage"] = public_url(url)  # no password on disk: see with_password
+            saved["sweep"]["storage"] = public_url(url)  # no password on disk (workers: STANCERUN_STORAGE_URL)
         plan = {"study": sweep.study_name, "storage": None if url is None else public_url(url),
                 "experiment": str(experiment.path), "created": datetime.now().isoformat(timespec="seconds")}
         # Everything a worker on another machine needs, in the study itself.

@@ -23,7 +23,7 @@ def run_sweep(experiment: Experiment, output_dir: str | None = None, workers: in
                          "already runs on every process: use one or the other")
     main = is_main_process()
     directory = shared(str(create(experiment, output_dir, storage).directory) if main else None)
-    # The URL with its password (the experiment's own [sweep] storage too): the sweep directory keeps only its public form.
+    # The URL with its password (the experiment's [sweep] storage too): the sweep directory keeps its public form.
     storage = storage or experiment.config["sweep"].get("storage")
     sweep = open_sweep(directory, storage=storage)
     if workers > 1:
