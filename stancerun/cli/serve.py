@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--payload-limit", type=int, default=2_000_000,
                         help="bytes of a request body; more is a 413, before any parsing (default 2000000)")
     parser.add_argument("--max-queue", type=int, default=512, help="requests waiting; more is a 429 (default 512)")
-    parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict (or set STANCERUN_API_KEY)")
+    parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict; better: set the environment "
+                                          "variable STANCERUN_API_KEY instead (a key on the command line shows in `ps`)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="a run's weights and activations, as for predict (default float32)")
     parser.set_defaults(handler=serve)

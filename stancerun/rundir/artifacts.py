@@ -150,6 +150,7 @@ def environment(accelerator, experiment, data_files: list[str], registry) -> dic
     import transformers
 
     import stancerun
+    from stancerun.rundir.redact import redact_argv
 
     device = str(accelerator.device)
     if torch.cuda.is_available() and accelerator.device.type == "cuda":
@@ -172,7 +173,7 @@ def environment(accelerator, experiment, data_files: list[str], registry) -> dic
         "cpu_threads": torch.get_num_threads(),
         "git": git_commit(experiment.path.parent),
         "data_files": {path: sha256(path) for path in data_files},
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "command": [Path(sys.argv[0]).name, *redact_argv(sys.argv[1:])],  # no --storage password, no --api-key
     }
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from stancerun.rundir import artifacts
 from stancerun.rundir.layout import JOURNAL, SWEEP_PLAN, RunDir
+from stancerun.rundir.redact import public_url, with_password
 from stancerun.config import sweepplan
 from stancerun.config import tomlio
 from stancerun.config.experiment import Experiment, Origins, validate
@@ -50,15 +51,6 @@ def objective(config: dict) -> tuple[str, bool]:
     metric = (config["evaluation"].get("headline") or config["training"]["metric_for_best_model"]).removeprefix("eval_")
     greater = config["training"].get("greater_is_better")
     return metric, greater_is_better(metric) if greater is None else greater
-
-
-def public_url(url: str) -> str:
-    """A database URL without its password: what may be written to disk and shown."""
-    from sqlalchemy.engine import URL, make_url
-
-    parsed = make_url(url)  # URL.set(password=None) keeps the password: build it again without
-    return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
-                      parsed.query).render_as_string(hide_password=False)
 
 
 def open_storage(url: str | None, directory: Path):
@@ -300,7 +292,7 @@ def create(experiment: Experiment, output_dir: str | None = None, storage: str |
                 study.enqueue_trial({})  # the sampler fills the values when a worker takes it
         saved = tomlio.loads(experiment.to_toml())
         if url is not None:
-            saved["sweep"]["storage"] = public_url(url)  # no password on disk: workers use PGPASSWORD or ~/.pgpass
+            saved["sweep"]["storage"] = public_url(url)  # no password on disk (workers: STANCERUN_STORAGE_URL)
         plan = {"study": sweep.study_name, "storage": None if url is None else public_url(url),
                 "experiment": str(experiment.path), "created": datetime.now().isoformat(timespec="seconds")}
         # Everything a worker on another machine needs, in the study itself.
@@ -336,11 +328,13 @@ def open_sweep(target: str, storage: str | None = None, study_name: str | None =
     if RunDir(path).kind == RunDir.SWEEP:
         plan = json.loads(RunDir(path).sweep_plan.read_text(encoding="utf-8"))
         config = tomlio.loads(RunDir(path).config.read_text(encoding="utf-8"))
-        url = storage or plan["storage"]
+        url = None if (storage or plan["storage"]) is None else with_password(storage or plan["storage"])
         return Sweep(path.resolve(), experiment_of(config, plan["experiment"]), plan["study"], url)
     if "://" not in target:
         raise UsageError(f"{target}: neither a sweep directory (no {SWEEP_PLAN} inside) nor a storage URL")
     import optuna
+
+    target = with_password(target)
 
     summaries = optuna.get_all_study_summaries(open_storage(target, Path.cwd()))
     ours = [s for s in summaries if "stancerun:config" in s.user_attrs and study_name in (None, s.study_name)]

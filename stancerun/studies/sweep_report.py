@@ -11,7 +11,8 @@ from stancerun.rundir import artifacts
 from stancerun.rundir.layout import BEST, JOURNAL, RunDir
 from stancerun.config import sweepplan
 from stancerun.config.experiment import Origins, validate
-from stancerun.studies.sweep import Sweep, objective, public_url
+from stancerun.rundir.redact import public_url
+from stancerun.studies.sweep import Sweep, objective
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from stancerun.config.experiment import Experiment
 from stancerun.errors import UsageError
 from stancerun.rundir.layout import RunDir
-from stancerun.studies.sweep import Sweep, create, is_main_process, open_sweep, public_url, shared, work
+from stancerun.rundir.redact import STORAGE_URL_ENV, public_url
+from stancerun.studies.sweep import Sweep, create, is_main_process, open_sweep, shared, work
 
 
 def run_sweep(experiment: Experiment, output_dir: str | None = None, workers: int = 1, storage: str | None = None,
@@ -22,9 +23,11 @@ def run_sweep(experiment: Experiment, output_dir: str | None = None, workers: in
                          "already runs on every process: use one or the other")
     main = is_main_process()
     directory = shared(str(create(experiment, output_dir, storage).directory) if main else None)
+    # The URL with its password (the experiment's [sweep] storage too): the sweep directory keeps its public form.
+    storage = storage or experiment.config["sweep"].get("storage")
     sweep = open_sweep(directory, storage=storage)
     if workers > 1:
-        spawn(sweep, workers, storage)
+        spawn(sweep, workers)
     else:
         work(sweep, registry)
     if main:
@@ -76,20 +79,28 @@ def finish(sweep: Sweep, registry=None, print_board: bool = True) -> None:
     print(f"sweep directory: {sweep.directory}")
 
 
-def spawn(sweep: Sweep, workers: int, storage: str | None) -> None:
+def worker_command(sweep: Sweep) -> tuple[list[str], dict[str, str]]:
+    """A worker's argv and the environment entries it adds: the storage URL's password goes in the
+    environment (readable by its owner only), never in argv (readable by anyone, through ps)."""
+    import sys
+
+    command = [sys.executable, "-m", "stancerun", "sweep", "join", str(sweep.directory), "--quiet"]
+    if sweep.url is None:
+        return command, {}
+    return command + ["--storage", public_url(sweep.url)], {STORAGE_URL_ENV: sweep.url}
+
+
+def spawn(sweep: Sweep, workers: int) -> None:
     """``workers`` processes of `stancerun sweep join`, each with its share of the CPU threads (and
     its own GPU when there are enough); waits for all of them."""
     import signal
     import subprocess
-    import sys
 
     gpus = _gpu_count()
-    command = [sys.executable, "-m", "stancerun", "sweep", "join", str(sweep.directory), "--quiet"]
-    if storage:
-        command += ["--storage", storage]
+    command, secret = worker_command(sweep)
     processes = []
     for i in range(workers):
-        env = dict(os.environ)
+        env = {**os.environ, **secret}
         # Two workers each using every core run many times slower than one each (contention).
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
         if gpus and "CUDA_VISIBLE_DEVICES" not in os.environ:
