@@ -253,7 +253,10 @@ def refuse_remote_code(info: dict, model_dir: Path, trust_remote_code: bool) -> 
 def check_saved_model(model_dir: Path, trust_remote_code: bool = False) -> dict:
     """model/stancerun.json once everything :func:`load_model` needs is there and allowed: commands
     that load in the background (serve) call it first, so a refusal exits 2 before they start."""
+    from stancerun.components.assembly import saved_record
+
     info = read_model_info(model_dir)
+    saved_record(info, "model", model_dir)  # an older layout says so first
     refuse_remote_code(info, model_dir, trust_remote_code)
     check_weights(model_dir)
     return info
