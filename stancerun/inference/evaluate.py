@@ -30,7 +30,8 @@ def read_labelled(path: Path, info: dict, model_dir: Path, registry):
     return dataset.read(str(path), info["labels"])
 
 
-def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None, trust_remote_code: bool = False) -> Path:
+def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None,
+                 trust_remote_code: bool = False) -> Path:
     from rich.console import Console
 
     from stancerun.components.assembly import combined_metrics

@@ -52,7 +52,8 @@ def card_sources(run_dir: Path) -> tuple[dict, object, dict]:
     for needed in (found.config, found.results):
         if not needed.is_file():
             raise UsageError(f"{needed}: missing; the model card is written from it (a finished run has it)")
-    environment = read_json(found.environment, "a JSON object (the run's environment)") if found.environment.is_file() else {}
+    environment = (read_json(found.environment, "a JSON object (the run's environment)")
+                   if found.environment.is_file() else {})
     return found.read_config(), found.read_results(), environment
 
 

@@ -405,7 +405,8 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
     """The FastAPI app. The model loads in a thread when the app starts; /health is 503 until then."""
     from fastapi import FastAPI
 
-    server = Server(run_dir, limits or Limits(), api_key, predictor_factory or (lambda path: predictor_for(path, dtype, trust_remote_code)))
+    server = Server(run_dir, limits or Limits(), api_key,
+                    predictor_factory or (lambda path: predictor_for(path, dtype, trust_remote_code)))
     app = FastAPI(title="stancerun", lifespan=server.lifespan, docs_url=None, redoc_url=None)
     app.exception_handler(Exception)(server.unexpected)
     app.get("/health")(server.health)
