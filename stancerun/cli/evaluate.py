@@ -8,6 +8,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("run_dir", help="a run directory")
     parser.add_argument("--data", required=True, help="a labelled CSV or JSONL file (the run's text/label columns)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
     parser.set_defaults(handler=evaluate)
 
 
@@ -16,5 +18,6 @@ def evaluate(args) -> int:
 
     from stancerun.inference.evaluate import evaluate_run
 
-    evaluate_run(Path(args.run_dir), Path(args.data), batch_size=args.batch_size)
+    evaluate_run(Path(args.run_dir), Path(args.data), batch_size=args.batch_size,
+                 trust_remote_code=args.trust_remote_code)
     return 0

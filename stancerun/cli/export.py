@@ -15,6 +15,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fine-tuned-only", action="store_true",
                         help="for a run that stacks baselines with the model: export the fine-tuned transformer alone "
                              "(its scores are the report's \"fine-tuned alone\" row, not the shipped ones)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
     parser.set_defaults(handler=export)
 
 
@@ -28,7 +30,8 @@ def export(args) -> int:
     if args.onnx:
         from stancerun.inference.onnx_export import export_onnx
 
-        figures = export_onnx(Path(args.run_dir), Path(args.out_dir), int8=args.int8)
+        figures = export_onnx(Path(args.run_dir), Path(args.out_dir), int8=args.int8,
+                              trust_remote_code=args.trust_remote_code)
         Console().print(f"[bold green]exported:[/] {args.out_dir} ({'int8' if args.int8 else 'float32'} ONNX, "
                         f"{figures['file_size'] / 1e6:.1f} MB): on the {figures['n']} validation texts its labels agree "
                         f"with the run's on {figures['agreement']:.2%}; {figures['metric']} {figures['metric_export']:.4f} "
@@ -39,6 +42,7 @@ def export(args) -> int:
         from stancerun.errors import UsageError
 
         raise UsageError("--int8 quantizes an ONNX export: add --onnx")
-    out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge, args.fine_tuned_only)
+    out = export_model(Path(args.run_dir), Path(args.out_dir), args.merge, args.fine_tuned_only,
+                       trust_remote_code=args.trust_remote_code)
     Console().print(f"[bold green]exported:[/] {out}  (how to load it: the \"Use\" section of {out / 'README.md'})")
     return 0

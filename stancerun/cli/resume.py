@@ -7,6 +7,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("resume", help="continue an interrupted run from its last complete checkpoint, or a sweep")
     parser.add_argument("run_dir", help="the interrupted run's (or sweep's) directory")
     parser.add_argument("--storage", metavar="URL", help="a sweep in a database: its URL with the password")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the run's model (config.toml's trust_remote_code) to run Python code from its "
+                             "folder; only for runs you trust")
     parser.set_defaults(handler=resume)
 
 
@@ -21,5 +24,5 @@ def resume(args) -> int:
     if RunDir(run_dir).sweep_plan.is_file():
         resume_sweep(run_dir, storage=args.storage)
     else:
-        resume_run(run_dir)
+        resume_run(run_dir, trust_remote_code=args.trust_remote_code)
     return 0

@@ -19,6 +19,8 @@ def add_parser(subparsers) -> None:
                                           "variable STANCERUN_API_KEY instead (a key on the command line shows in `ps`)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="a run's weights and activations, as for predict (default float32)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
     parser.set_defaults(handler=serve)
 
 
@@ -36,5 +38,5 @@ def serve(args) -> int:
         raise UsageError(f"--max-wait-ms: expected a number >= 0, got {args.max_wait_ms}")
     limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_client_batch_size, args.max_queue, args.payload_limit)
     run_server(Path(args.run_dir), args.host, args.port, limits, args.api_key or os.environ.get("STANCERUN_API_KEY"),
-               args.dtype)
+               args.dtype, trust_remote_code=args.trust_remote_code)
     return 0

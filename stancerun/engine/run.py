@@ -13,7 +13,6 @@ from stancerun.rundir.layout import CONFIG, PLOTS, RunDir
 from stancerun.rundir.results import (AnalysisFigures, CalibrationFigures, Confused, DataFigures, EnsembleFigures,
                                       FineTuned, LeakFigures, ModelUsed, PlotFiles, Results, Verdict)
 from stancerun.engine import checkpoint
-from stancerun.config import tomlio
 from stancerun.config.experiment import Experiment
 from stancerun.errors import UsageError
 from stancerun.reporting.report import Reporter, Summary, markdown
@@ -338,8 +337,9 @@ def resolved_options(registry, kind: str, table: dict) -> dict:
     return {**defaults, **{k: v for k, v in table.items() if k != "use"}}
 
 
-def resume_run(run_dir: Path, registry=None) -> Path:
-    """Continue an interrupted run from its newest complete checkpoint, with its own resolved config."""
+def resume_run(run_dir: Path, registry=None, trust_remote_code: bool = False) -> Path:
+    """Continue an interrupted run from its newest complete checkpoint, with its own resolved config;
+    a config that lets the model run code from its folder needs ``trust_remote_code`` too."""
     found = RunDir(run_dir)
     if not found.config.is_file():
         raise UsageError(f"{run_dir}: not a run directory (no {CONFIG})")
@@ -357,5 +357,10 @@ def resume_run(run_dir: Path, registry=None) -> Path:
         # Said before trying again: the same error will probably come back unless its cause changed.
         Console(stderr=True).print(f"[bold yellow]note:[/] this run {failed} (traceback in {found.status}); "
                                    f"resuming from {latest.name}")
-    experiment = Experiment(found.config, tomlio.loads(found.config.read_text(encoding="utf-8")))
+    config = found.read_config()
+    asking = artifacts.asking_for_remote_code(config)
+    if asking and not trust_remote_code:
+        raise UsageError(f"{found.config}: [{', '.join(asking)}] trust_remote_code asks to run code from the model's "
+                         "folder; add --trust-remote-code to allow it if you trust where it came from")
+    experiment = Experiment(found.config, config)
     return run_experiment(experiment, registry=registry, resume=run_dir)

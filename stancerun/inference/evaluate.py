@@ -12,7 +12,6 @@ from stancerun.evaluation import analysis
 from stancerun.rundir import artifacts
 from stancerun.rundir.layout import CONFIG, MISCLASSIFIED, MODEL, PREDICTIONS, REPORT, RESULTS, RunDir
 from stancerun.evaluation import stats
-from stancerun.config import tomlio
 from stancerun.errors import UsageError
 
 
@@ -31,7 +30,8 @@ def read_labelled(path: Path, info: dict, model_dir: Path, registry):
     return dataset.read(str(path), info["labels"])
 
 
-def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None) -> Path:
+def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None,
+                 trust_remote_code: bool = False) -> Path:
     from rich.console import Console
 
     from stancerun.components.assembly import combined_metrics
@@ -44,11 +44,12 @@ def evaluate_run(run_dir: Path, data: Path, batch_size: int = 64, registry=None)
     found = RunDir(run_dir)
     if not found.model.is_dir() or not found.config.is_file():
         raise UsageError(f"{run_dir}: not a run directory (needs {MODEL}/ and {CONFIG})")
-    config = tomlio.loads(found.config.read_text(encoding="utf-8"))
+    config = found.read_config()
     experiment = Experiment(found.config, config)
-    info = artifacts.read_model_info(found.model)
+    info = artifacts.check_saved_model(found.model, trust_remote_code)
     examples = read_labelled(data, info, found.model, registry)  # bad data fails before the load
-    saved = artifacts.load_model(found.model, device=inference_device(), registry=registry)
+    saved = artifacts.load_model(found.model, device=inference_device(), registry=registry,
+                                 trust_remote_code=trust_remote_code)
     metric_fn = combined_metrics([build(registry, "metrics", table) for table in config["metrics"]])
     names = info["labels"]
     logits = shipped_logits(saved, examples.texts, examples.pairs, batch_size)

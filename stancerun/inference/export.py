@@ -4,11 +4,10 @@ with a model card that says how to use it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from stancerun.rundir import artifacts
-from stancerun.rundir.layout import MODEL, MODEL_INFO, RunDir
+from stancerun.rundir.layout import MODEL, MODEL_INFO, RunDir, read_json
 from stancerun.config import tomlio
 from stancerun.errors import UsageError
 
@@ -46,11 +45,20 @@ def fold_scores(model, num_labels: int, temperature: float, scale: float = 1.0, 
         layer.bias.div_(temperature)
 
 
-def model_card(run_dir: Path, info: dict, merged: bool, usage: str) -> str:
+def card_sources(run_dir: Path) -> tuple[dict, object, dict]:
+    """(config, results, environment) the model card is written from: read before the model loads,
+    so a missing or garbled one is named at once."""
     found = RunDir(run_dir)
-    config = tomlio.loads(found.config.read_text(encoding="utf-8"))
-    results = found.read_results()
-    environment = json.loads(found.environment.read_text(encoding="utf-8"))
+    for needed in (found.config, found.results):
+        if not needed.is_file():
+            raise UsageError(f"{needed}: missing; the model card is written from it (a finished run has it)")
+    environment = (read_json(found.environment, "a JSON object (the run's environment)")
+                   if found.environment.is_file() else {})
+    return found.read_config(), found.read_results(), environment
+
+
+def model_card(sources: tuple[dict, object, dict], info: dict, merged: bool, usage: str) -> str:
+    config, results, environment = sources  # card_sources()
     library = "sentence-transformers" if "SentenceTransformer(" in usage else "transformers"
     lines = [
         "---", f"library_name: {library}", "pipeline_tag: text-classification", "tags: [stancerun, stance]", "---", "",
@@ -113,16 +121,18 @@ def check_paths(run_dir: Path, out_dir: Path) -> None:
         raise UsageError(f"{out_dir}: exists and is not empty")
 
 
-def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = False) -> Path:
+def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = False,
+           trust_remote_code: bool = False) -> Path:
     check_paths(run_dir, out_dir)
-    info = artifacts.read_model_info(RunDir(run_dir).model)
+    info = artifacts.check_saved_model(RunDir(run_dir).model, trust_remote_code)
+    sources = card_sources(run_dir)
     scale, shift = stack_folding(info, run_dir, fine_tuned_only)
     is_adapter = info.get("weights") == "adapter"
     if is_adapter and not merge:
         raise UsageError(f"{run_dir} holds the '{info['adapter']}' adapter's weights only: add --merge to write a "
                          f"standalone model (the adapter alone is in {RunDir(run_dir).model})")
     # The adapter's restore folds its weights into the base: a plain model of the base architecture.
-    saved = artifacts.load_model(RunDir(run_dir).model)
+    saved = artifacts.load_model(RunDir(run_dir).model, trust_remote_code=trust_remote_code)
     write = getattr(saved.component, "export", None)
     if not callable(write):
         record = info["components"]["model"]
@@ -136,7 +146,7 @@ def export(run_dir: Path, out_dir: Path, merge: bool, fine_tuned_only: bool = Fa
 
     def fill(tmp: Path):
         write(saved.loaded, saved.model, tmp)
-        artifacts.atomic_write(tmp / "README.md", model_card(run_dir, info, is_adapter, how))
+        artifacts.atomic_write(tmp / "README.md", model_card(sources, info, is_adapter, how))
         exported = {k: v for k, v in info.items() if k != "ensemble"}  # folded in, or left out on request
         artifacts.write_json(tmp / MODEL_INFO, {**exported, "temperature": 1.0, "weights": "model",
                                                           "exported_from": str(run_dir)})

@@ -25,7 +25,6 @@ import numpy as np
 
 from stancerun.rundir import artifacts
 from stancerun.rundir.layout import ONNX_FORMAT, ONNX_MODEL, PREDICTIONS, RunDir
-from stancerun.config import tomlio
 from stancerun.errors import StancerunError, UsageError
 from stancerun.inference.export import check_paths, fold_scores, stack_folding
 from stancerun.inference.onnx_predict import load_onnx, onnx_logits
@@ -59,7 +58,7 @@ def headline(run_dir: Path) -> tuple[str, str | None]:
     found = RunDir(run_dir)
     metric = found.read_results().headline if found.results.is_file() else None
     if not metric and found.config.is_file():
-        config = tomlio.loads(found.config.read_text(encoding="utf-8"))
+        config = found.read_config()
         for candidate in (config.get("evaluation", {}).get("headline"),
                           config.get("training", {}).get("metric_for_best_model")):
             if candidate and candidate.removeprefix("eval_") != "loss":
@@ -84,7 +83,7 @@ def refitted(run_dir: Path) -> bool:
     path = RunDir(run_dir).config
     if not path.is_file():
         return False
-    config = tomlio.loads(path.read_text(encoding="utf-8"))
+    config = RunDir(run_dir).read_config()
     return bool(config.get("training", {}).get("refit_on_validation"))
 
 
@@ -270,7 +269,7 @@ def reject_if_off(found: dict, run_dir: Path, int8: bool) -> None:
 
 
 def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreement: float = 0.01,
-                max_metric_drop: float = 0.005) -> dict:
+                max_metric_drop: float = 0.005, trust_remote_code: bool = False) -> dict:
     """Write an ONNX export of ``run_dir``'s model to ``out_dir`` (model.onnx, the tokenizer,
     stancerun.json), after checking it against the run's validation predictions: at most
     ``max_disagreement`` of the labels may change and the headline metric may drop by at most
@@ -279,13 +278,13 @@ def export_onnx(run_dir: Path, out_dir: Path, int8: bool = False, max_disagreeme
     started = time.perf_counter()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     check_paths(run_dir, out_dir)
-    info = artifacts.read_model_info(RunDir(run_dir).model)
+    info = artifacts.check_saved_model(RunDir(run_dir).model, trust_remote_code)
     refuse_stacked(run_dir, info)
     scale, shift = stack_folding(info, run_dir, fine_tuned_only=False)  # the decision rule alone folds in
     reference = reference_of(run_dir, info)
 
     # The adapter's restore folds its weights into the base: a plain model of the base architecture.
-    saved = artifacts.load_model(RunDir(run_dir).model)
+    saved = artifacts.load_model(RunDir(run_dir).model, trust_remote_code=trust_remote_code)
     use_shipped_predictions(reference, run_dir, saved)
     fold_scores(saved.model, len(info["labels"]), info.get("temperature", 1.0), scale, shift)
 

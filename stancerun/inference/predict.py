@@ -82,14 +82,15 @@ def shipped_logits(saved, texts: list[str], pairs: list[str] | None, batch_size:
     return saved.shipped.apply(logits, Examples(list(texts), [-1] * len(texts), list(pairs) if pairs is not None else None))
 
 
-def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, saved=None) -> list[dict]:
+def predict(run_dir: Path, texts: list[str], pairs: list[str] | None, batch_size: int, saved=None,
+            trust_remote_code: bool = False) -> list[dict]:
     """One row per text: the label, its confidence and every label's probability.
     ``saved``: the run's model already loaded (:func:`stancerun.rundir.artifacts.load_model`)."""
     from stancerun.rundir.artifacts import load_model
     from stancerun.rundir.layout import RunDir
     from stancerun.evaluation.stats import softmax
 
-    saved = saved or load_model(RunDir(run_dir).model)
+    saved = saved or load_model(RunDir(run_dir).model, trust_remote_code=trust_remote_code)
     info = saved.info
     logits = shipped_logits(saved, texts, pairs, batch_size)
     return rows_of(texts, pairs, softmax(logits, info.get("temperature", 1.0)), info)  # 1.0 unless calibrated

@@ -53,11 +53,12 @@ class RequestError(Exception):
 class TorchPredictor:
     """A run directory's model, as `stancerun predict` loads and applies it."""
 
-    def __init__(self, run_dir: Path, dtype: str = "float32"):
+    def __init__(self, run_dir: Path, dtype: str = "float32", trust_remote_code: bool = False):
         from stancerun.rundir import artifacts
         from stancerun.inference.predict import inference_device
 
-        self.saved = artifacts.load_model(RunDir(run_dir).model, device=inference_device(), dtype=dtype)
+        self.saved = artifacts.load_model(RunDir(run_dir).model, device=inference_device(), dtype=dtype,
+                                          trust_remote_code=trust_remote_code)
         self.dtype = dtype
         self.info = self.saved.info
         self.max_length = self.saved.max_length
@@ -105,10 +106,10 @@ class OnnxPredictor:
         return onnx_logits(self.model, texts, pairs, batch_size=max(1, len(texts)))
 
 
-def predictor_for(path: Path, dtype: str = "float32"):
+def predictor_for(path: Path, dtype: str = "float32", trust_remote_code: bool = False):
     from stancerun.inference.onnx_predict import check_model_dir
 
-    return OnnxPredictor(path) if check_model_dir(path, dtype) else TorchPredictor(path, dtype)
+    return OnnxPredictor(path) if check_model_dir(path, dtype) else TorchPredictor(path, dtype, trust_remote_code)
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -484,11 +485,12 @@ class Server:
 
 
 def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None = None, predictor_factory=None,
-               dtype: str = "float32"):
+               dtype: str = "float32", trust_remote_code: bool = False):
     """The FastAPI app. The model loads in a thread when the app starts; /health is 503 until then."""
     from fastapi import FastAPI
 
-    server = Server(run_dir, limits or Limits(), api_key, predictor_factory or (lambda path: predictor_for(path, dtype)))
+    server = Server(run_dir, limits or Limits(), api_key,
+                    predictor_factory or (lambda path: predictor_for(path, dtype, trust_remote_code)))
     app = FastAPI(title="stancerun", lifespan=server.lifespan, docs_url=None, redoc_url=None)
     app.exception_handler(Exception)(server.unexpected)
     app.get("/health")(server.health)
@@ -498,12 +500,15 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
     return app
 
 
-def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None, dtype: str = "float32") -> None:
+def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None, dtype: str = "float32",
+          trust_remote_code: bool = False) -> None:
     import uvicorn
 
     from stancerun.inference.onnx_predict import check_model_dir
+    from stancerun.rundir import artifacts
 
-    check_model_dir(run_dir, dtype)  # here, not only in the loading thread: bad input exits 2 before uvicorn starts
+    if not check_model_dir(run_dir, dtype):  # here, not only in the loading thread: bad input exits 2 before uvicorn starts
+        artifacts.check_saved_model(RunDir(run_dir).model, trust_remote_code)
     # Before torch loads. OpenMP's threads spin after each parallel region by default, taking the
     # cores from the event loop's thread between passes: under load the server answered 8 requests/s
     # spinning and 100 passive (benchmarks/serve.py, 2 cores). The inference thread tokenizes and runs
@@ -511,4 +516,4 @@ def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | No
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # One event loop, one inference thread; uvicorn handles SIGTERM: stop accepting, finish open requests.
-    uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype, trust_remote_code=trust_remote_code), host=host, port=port, log_level="warning", access_log=False)

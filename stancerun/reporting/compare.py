@@ -13,7 +13,6 @@ from stancerun.rundir import artifacts
 from stancerun.rundir.layout import RunDir
 from stancerun.rundir.results import Results
 from stancerun.evaluation import stats
-from stancerun.config import tomlio
 from stancerun.errors import UsageError
 from stancerun.contracts import EvalPrediction
 from stancerun.config.schema import greater_is_better
@@ -38,7 +37,7 @@ class Run:
 def load_run(path: Path) -> Run:
     found = RunDir(path)
     try:
-        config = tomlio.loads(found.config.read_text(encoding="utf-8"))
+        config = found.read_config()
         results = found.read_results()
         with found.predictions.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

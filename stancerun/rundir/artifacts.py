@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from stancerun.errors import UsageError
-from stancerun.rundir.layout import MODEL_INFO, STATUS  # noqa: F401 (both were defined here first)
+from stancerun.rundir.layout import MODEL_INFO, STATUS, read_json  # noqa: F401 (both were defined here first)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -213,10 +213,54 @@ def save_model(components, model, state_dict: dict | None, target: Path, info: d
 
 def read_model_info(model_dir: Path) -> dict:
     """model/stancerun.json: labels, columns, the component records (no torch needed)."""
-    info_path = Path(model_dir) / MODEL_INFO
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UsageError(f"{model_dir}: missing; expected the run's saved model (a run writes it when it finishes)")
+    info_path = model_dir / MODEL_INFO
     if not info_path.is_file():
         raise UsageError(f"{model_dir}: not a stancerun model directory (no {MODEL_INFO})")
-    return json.loads(info_path.read_text(encoding="utf-8"))
+    expected = "a JSON object with the model's labels and how to rebuild it"
+    info = read_json(info_path, expected)
+    labels = info.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+        raise UsageError(f"{info_path}: no \"labels\" (a list of label names); expected {expected}")
+    return info
+
+
+def check_weights(model_dir: Path) -> None:
+    """Weights are safetensors only: without one, say so before transformers takes the folder for a hub id."""
+    if not any(Path(model_dir).glob("*.safetensors")):
+        raise UsageError(f"{model_dir}: no weights (*.safetensors); expected the run's saved model weights")
+
+
+def asking_for_remote_code(tables: dict) -> list[str]:
+    """The sections whose options set ``trust_remote_code``. A run directory may come from anyone:
+    code from a model folder runs only when the command was told so. Checked by the name
+    transformers gives the permission, so the core needs no plugin's knowledge and every plugin
+    that follows the convention is covered."""
+    return [section for section, options in tables.items()
+            if isinstance(options, dict) and options.get("trust_remote_code")]
+
+
+def refuse_remote_code(info: dict, model_dir: Path, trust_remote_code: bool) -> None:
+    """A UsageError when a saved model's records ask to run code and the command was not told to trust it."""
+    records = info.get("components") if isinstance(info.get("components"), dict) else {}
+    asking = asking_for_remote_code({s: r.get("options") for s, r in records.items() if isinstance(r, dict)})
+    if asking and not trust_remote_code:
+        raise UsageError(f"{model_dir}: asks to run code from its folder (trust_remote_code in {MODEL_INFO}, "
+                         f"{', '.join(asking)}); add --trust-remote-code to allow it if you trust where it came from")
+
+
+def check_saved_model(model_dir: Path, trust_remote_code: bool = False) -> dict:
+    """model/stancerun.json once everything :func:`load_model` needs is there and allowed: commands
+    that load in the background (serve) call it first, so a refusal exits 2 before they start."""
+    from stancerun.components.assembly import saved_record
+
+    info = read_model_info(model_dir)
+    saved_record(info, "model", model_dir)  # an older layout says so first
+    refuse_remote_code(info, model_dir, trust_remote_code)
+    check_weights(model_dir)
+    return info
 
 
 @dataclass
@@ -241,20 +285,22 @@ class SavedModel:
         return self.loaded.max_length
 
 
-def load_model(model_dir: Path, device: str | None = None, dtype: str | None = None, registry=None) -> SavedModel:
+def load_model(model_dir: Path, device: str | None = None, dtype: str | None = None, registry=None,
+               trust_remote_code: bool = False) -> SavedModel:
     """A saved run's model and tokenizer, from the run's model/ directory alone.
 
     The model and adapter plugins recorded in stancerun.json rebuild it: an adapter that keeps
     its own weights restores them over a freshly loaded base; otherwise the model plugin
     restores the whole saved model. ``dtype`` ("bfloat16", "float16") casts the weights
-    afterwards, so an adapter's merge into the base loses nothing."""
+    afterwards, so an adapter's merge into the base loses nothing. Code from the folder runs only
+    with ``trust_remote_code`` (see :func:`refuse_remote_code`)."""
     from dataclasses import replace
 
     from stancerun.components.assembly import rebuild, saved_record
     from stancerun.registry.discovery import get_registry
 
     model_dir = Path(model_dir)
-    info = read_model_info(model_dir)
+    info = check_saved_model(model_dir, trust_remote_code)
     registry = registry or get_registry()
     component = rebuild(registry, "models", saved_record(info, "model", model_dir))
     if info["weights"] == "adapter":

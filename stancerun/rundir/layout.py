@@ -74,10 +74,26 @@ class RunDir:
     tokenizer = property(lambda self: self.path / TOKENIZER)
 
     def read_results(self):
-        """results.json as :class:`stancerun.rundir.results.Results`."""
-        from stancerun.rundir.results import read
+        """results.json as :class:`stancerun.rundir.results.Results`; a garbled one is a UsageError
+        naming it (a missing one stays FileNotFoundError: callers say why it is missing)."""
+        from stancerun.rundir.results import Results
 
-        return read(self.results)
+        data = read_json(self.results, "a JSON object (the run's results)")
+        try:
+            return Results.from_json(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise UsageError(f"{self.results}: garbled ({type(error).__name__}: {error}); expected the run's "
+                             "results as stancerun wrote them") from None
+
+    def read_config(self) -> dict:
+        """config.toml, the run's resolved experiment; garbled is a UsageError naming it."""
+        from stancerun.config import tomlio
+
+        text = self.config.read_text(encoding="utf-8")
+        try:
+            return tomlio.loads(text)
+        except ValueError as error:  # tomllib.TOMLDecodeError
+            raise UsageError(f"{self.config}: not valid TOML ({error}); expected the run's resolved experiment") from None
 
     @property
     def kind(self) -> str | None:
@@ -115,6 +131,20 @@ class RunDir:
 HOLDS = {RunDir.RUN: f"a run directory holds {MODEL}/ or {CONFIG} with {ENVIRONMENT}",
          RunDir.ONNX: f"an ONNX export holds {MODEL_INFO} with format \"{ONNX_FORMAT}\" (stancerun export --onnx)",
          RunDir.SWEEP: f"a sweep directory holds {SWEEP_PLAN}"}
+
+
+def read_json(path: Path, expected: str):
+    """A JSON object stancerun wrote, or one UsageError that names the file and what was expected.
+    A missing file stays FileNotFoundError, so a caller can say why it is missing."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not text; expected {expected}") from None
+    except ValueError as error:  # json.JSONDecodeError
+        raise UsageError(f"{path}: not valid JSON ({error}); expected {expected}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a JSON {type(data).__name__}, expected {expected}")
+    return data
 
 
 def _a(kind: str) -> str:
