@@ -52,3 +52,35 @@ def test_a_stalled_body_is_a_408_and_200_stalled_clients_keep_nobody_waiting(run
             for raw in stalled:
                 raw.close()
         assert httpx.post(f"{base}/predict", json={"inputs": TEXTS[1]}).status_code == 200
+
+
+def test_truncate_cuts_each_text_before_tokenizing(run_dir):
+    from fastapi.testclient import TestClient
+
+    from stancerun.inference.predict import predict
+    from stancerun.inference.serve import CHARS_PER_TOKEN, TorchPredictor
+
+    seen: list[list[int]] = []
+
+    class Spy(TorchPredictor):
+        def logits(self, texts, pairs):
+            seen.append([len(t) for t in texts])
+            return super().logits(texts, pairs)
+
+    huge = (TEXTS[0] + " ") * 40_000  # 1.1 MB
+    with TestClient(create_app(run_dir, Limits(payload_limit=20_000_000), predictor_factory=Spy)) as client:
+        deadline = time.time() + 60
+        while client.get("/health").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        cap = client.get("/info").json()["max_input_length"] * CHARS_PER_TOKEN
+        answer = client.post("/predict", json={"inputs": [huge] * 10, "truncate": True})
+        assert answer.status_code == 200
+        assert seen == [[cap] * 10]  # the tokenizer got 10 cut texts, not 11 MB
+        cut = client.post("/predict", json={"inputs": [huge[:cap]], "truncate": True}).json()
+    for row in answer.json():  # the same answer as for the first cap characters (to float error: batched)
+        assert [r["label"] for r in row] == [r["label"] for r in cut[0]]
+        assert [r["score"] for r in row] == pytest.approx([r["score"] for r in cut[0]], abs=1e-5)
+    whole = predict(run_dir, [huge], None, 64)[0]  # and as stancerun predict gives for the uncut text
+    assert cut[0][0]["label"] == whole["label"]
+    assert {r["label"]: r["score"] for r in cut[0]} == pytest.approx(whole["probabilities"], abs=1e-5)

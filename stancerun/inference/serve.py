@@ -290,6 +290,20 @@ def check_encodable(items: list) -> None:
                                                       f"character {error.start})") from None
 
 
+CHARS_PER_TOKEN = 32  # generous: English averages about 4 characters a token, and a token of 32 is rare
+
+
+def bounded(texts: list[str] | None, max_length: int | None) -> list[str] | None:
+    """Each text cut to max_length x CHARS_PER_TOKEN characters, for a request that asked to
+    truncate: the model reads only the first max_length tokens, which lie well inside the cut,
+    so the answer is the same, and tokenizing 10 texts of 1 MB costs what 10 normal texts cost
+    (32 texts of 1 MB held the inference thread 30 s)."""
+    if texts is None or not max_length:
+        return texts
+    cap = max_length * CHARS_PER_TOKEN
+    return [text[:cap] for text in texts]
+
+
 def parse(body: bytes, pair_column: str | None, limits: Limits) -> tuple[list[str], list[str] | None, bool, bool, bool]:
     """(texts, pairs, single input?, raw_scores, truncate) from a /predict body, or a RequestError."""
     if nesting(body) > MAX_DEPTH:
@@ -488,6 +502,9 @@ class Server:
             raise RequestError(503, "Unhealthy", self.error or "the model is loading")
         texts, pairs, single, raw, truncate = parse(await self.read_body(request),
                                                     batcher.predictor.info.get("text_pair_column"), self.limits)
+        if truncate:
+            max_length = batcher.predictor.max_length
+            texts, pairs = bounded(texts, max_length), bounded(pairs, max_length)
         loop = asyncio.get_running_loop()
         job = Job(texts, pairs, raw, loop.create_future(), loop, truncate)
         batcher.submit(job)
