@@ -84,3 +84,44 @@ def test_truncate_cuts_each_text_before_tokenizing(run_dir):
     whole = predict(run_dir, [huge], None, 64)[0]  # and as stancerun predict gives for the uncut text
     assert cut[0][0]["label"] == whole["label"]
     assert {r["label"]: r["score"] for r in cut[0]} == pytest.approx(whole["probabilities"], abs=1e-5)
+
+
+def test_sigterm_exits_within_the_grace_period_while_a_client_holds_a_half_sent_body(run_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from test_distributed import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "stancerun", "serve", str(run_dir), "--port", str(port),
+                               "--graceful-timeout", "2", "--body-timeout", "60"],  # the 408 must not be what frees it
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            assert time.time() < deadline
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(HALF_BODY)
+            time.sleep(0.3)  # the request is in: its handler waits for the rest of the body
+            began = time.perf_counter()
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=30)
+            took = time.perf_counter() - began
+        assert code in (0, -signal.SIGTERM), server.stdout.read()[-3000:]
+        assert 2 <= took < 5, took  # waited the grace period for the client, then no longer
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

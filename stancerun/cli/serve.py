@@ -16,6 +16,9 @@ def add_parser(subparsers) -> None:
                         help="bytes of a request body; more is a 413, before any parsing (default 2000000)")
     parser.add_argument("--body-timeout", type=float, default=10.0,
                         help="seconds to receive a request's whole body; slower is a 408 and the connection closed (default 10)")
+    parser.add_argument("--graceful-timeout", type=float, default=30.0,
+                        help="on SIGTERM, seconds to wait for open requests before closing them; then the queue is "
+                             "answered and the server exits (default 30)")
     parser.add_argument("--max-queue", type=int, default=512, help="requests waiting; more is a 429 (default 512)")
     parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict; better: set the environment "
                                           "variable STANCERUN_API_KEY instead (a key on the command line shows in `ps`)")
@@ -40,8 +43,10 @@ def serve(args) -> int:
         raise UsageError(f"--max-wait-ms: expected a number >= 0, got {args.max_wait_ms}")
     if not args.body_timeout > 0:
         raise UsageError(f"--body-timeout: expected a number of seconds > 0, got {args.body_timeout}")
+    if not args.graceful_timeout >= 0:
+        raise UsageError(f"--graceful-timeout: expected a number of seconds >= 0, got {args.graceful_timeout}")
     limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_client_batch_size, args.max_queue, args.payload_limit,
                     args.body_timeout)
     run_server(Path(args.run_dir), args.host, args.port, limits, args.api_key or os.environ.get("STANCERUN_API_KEY"),
-               args.dtype, trust_remote_code=args.trust_remote_code)
+               args.dtype, trust_remote_code=args.trust_remote_code, graceful_timeout=args.graceful_timeout)
     return 0

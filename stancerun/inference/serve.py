@@ -530,7 +530,7 @@ def create_app(run_dir: Path, limits: Limits | None = None, api_key: str | None 
 
 
 def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | None, dtype: str = "float32",
-          trust_remote_code: bool = False) -> None:
+          trust_remote_code: bool = False, graceful_timeout: float = 30.0) -> None:
     import uvicorn
 
     from stancerun.inference.onnx_predict import check_model_dir
@@ -544,5 +544,8 @@ def serve(run_dir: Path, host: str, port: int, limits: Limits, api_key: str | No
     # the model in turn, so the tokenizer's own thread pool would only compete with torch's too.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # One event loop, one inference thread; uvicorn handles SIGTERM: stop accepting, finish open requests.
-    uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype, trust_remote_code=trust_remote_code), host=host, port=port, log_level="warning", access_log=False)
+    # One event loop, one inference thread; uvicorn handles SIGTERM: stop accepting, finish open requests,
+    # and after graceful_timeout cancel those still open (a client holding a half-sent body kept it waiting
+    # for good); then the lifespan answers what is queued.
+    uvicorn.run(create_app(run_dir, limits, api_key, dtype=dtype, trust_remote_code=trust_remote_code), host=host,
+                port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=graceful_timeout)
