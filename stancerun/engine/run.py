@@ -345,7 +345,16 @@ def resume_run(run_dir: Path, registry=None, trust_remote_code: bool = False) ->
         raise UsageError(f"{run_dir}: not a run directory (no {CONFIG})")
     if found.results.is_file():
         raise UsageError(f"{run_dir}: this run finished; nothing to resume")
-    latest = checkpoint.latest(run_dir)
+    latest, broken = checkpoint.newest_intact(run_dir)
+    if broken:  # checked before anything is written: status.json keeps saying where the run really stopped
+        from rich.console import Console
+        from rich.markup import escape
+
+        if latest is None:
+            raise UsageError(f"{run_dir}: no intact checkpoint to resume from: " + "; ".join(broken))
+        for problem in broken:  # one unwrapped line each: the path stays whole
+            Console(stderr=True, soft_wrap=True).print(f"[bold yellow]warning:[/] skipping a damaged checkpoint: "
+                                                       f"{escape(problem)}")
     status = artifacts.read_status(run_dir) or {}
     failed = f"failed at step {status.get('step')}: {status.get('error')}" if status.get("status") == "failed" else None
     if latest is None:
