@@ -63,3 +63,72 @@ def test_a_failed_run_says_so_and_resume_says_why_before_trying_again(tmp_path, 
     assert "this run failed at step 5: RuntimeError: the GPU caught fire" in err and "resuming from step-3" in err
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert (run / "results.json").is_file()
+
+
+# -- a signal anywhere -------------------------------------------------------------------
+# A callback sends its own process the signal at a chosen moment: on_train_begin comes at the end
+# of set-up (model prepared, baseline evaluated; no checkpoint yet), on_train_end after the report.
+SIGNALLER = '''
+import os, signal
+import stancerun
+
+class Signaller:
+    def __init__(self, event, sig):
+        setattr(self, event, lambda run, *args: os.kill(os.getpid(), getattr(signal, sig)))
+
+@stancerun.hookimpl
+def stancerun_register_callbacks(register):
+    register("signaller", lambda *, event, sig: Signaller(event, sig))
+'''
+
+SIGNAL_DRIVER = '''
+import sys
+sys.path.insert(0, sys.argv[1])
+import signaller_plugin
+from stancerun.registry import discovery as plugins
+from stancerun.registry.discovery import build_registry, discover
+plugins._registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()]
+                                   + [("signaller", signaller_plugin, "tests", "0")])
+from stancerun.cli.main import main
+raise SystemExit(main(sys.argv[2:]))
+'''
+
+
+def signalled_run(tmp_path, tiny_bert, event: str, sig: str):
+    """`stancerun run` in a subprocess that sends itself ``sig`` at ``event``: (its result, its run directory)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "signaller_plugin.py").write_text(SIGNALLER)
+    (tmp_path / "driver.py").write_text(SIGNAL_DRIVER)
+    extra = (f"[[callbacks]]\nuse = \"signaller\"\nevent = \"{event}\"\nsig = \"{sig}\"\n\n"
+             "[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n")
+    path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path), "run", str(path),
+                           "--output-dir", str(run), "--set", "training.num_train_epochs=1"],
+                          capture_output=True, text=True, timeout=300)
+    return done, run
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_set_up_says_interrupted_and_resume_says_there_is_nothing_to_continue(
+        tmp_path, tiny_bert, stance_data, sig, capsys):
+    done, run = signalled_run(tmp_path, tiny_bert, "on_train_begin", sig)
+    assert done.returncode == 130, done.stderr[-2000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 0
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "interrupted at step 0, before its first checkpoint: nothing to resume; run the experiment again" in err
+    assert "save_strategy" not in err and len(err.splitlines()) == 1
+
+
+def test_sigterm_after_the_report_still_says_interrupted_with_the_step(tmp_path, tiny_bert, stance_data):
+    done, run = signalled_run(tmp_path, tiny_bert, "on_train_end", "SIGTERM")
+    assert done.returncode == 130, done.stderr[-2000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 9  # one epoch of 9 steps

@@ -20,12 +20,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from stancerun.rundir.artifacts import sigterm_interrupts
+
+    with sigterm_interrupts():  # from the start: SIGTERM while the model loads exits 130, as SIGINT does
+        return _run(args, load_checked(args))
+
+
+def _run(args, experiment) -> int:
     from stancerun.studies.curve import run_curve
     from stancerun.errors import UsageError
     from stancerun.studies.repeats import run_repeated
     from stancerun.engine.run import run_experiment
 
-    experiment = load_checked(args)
     if (args.workers != 1 or args.storage) and "sweep" not in experiment.config:
         raise UsageError("--workers and --storage are for sweeps: this experiment has no [sweep] table")
     if args.workers < 1:

@@ -337,6 +337,20 @@ def resolved_options(registry, kind: str, table: dict) -> dict:
     return {**defaults, **{k: v for k, v in table.items() if k != "use"}}
 
 
+def nothing_to_resume(found: RunDir, status: dict) -> str:
+    """Why a run without a complete checkpoint cannot continue, from what status.json says became of it."""
+    step = status.get("step")
+    if found.read_config().get("training", {}).get("save_strategy") == "no":
+        cause = "it saves no checkpoints (save_strategy = \"no\")"
+    elif status.get("status") == "interrupted":
+        cause = f"interrupted at step {step}, before its first checkpoint"
+    elif status.get("status") == "failed":
+        cause = f"failed at step {step} ({status.get('error')}), before its first checkpoint"
+    else:  # "running": killed outright (SIGKILL, power) before its first checkpoint, or still running
+        cause = "no complete checkpoint yet (killed outright before its first, or still running)"
+    return f"{cause}: nothing to resume; run the experiment again"
+
+
 def resume_run(run_dir: Path, registry=None, trust_remote_code: bool = False) -> Path:
     """Continue an interrupted run from its newest complete checkpoint, with its own resolved config;
     a config that lets the model run code from its folder needs ``trust_remote_code`` too."""
@@ -358,8 +372,7 @@ def resume_run(run_dir: Path, registry=None, trust_remote_code: bool = False) ->
     status = artifacts.read_status(run_dir) or {}
     failed = f"failed at step {status.get('step')}: {status.get('error')}" if status.get("status") == "failed" else None
     if latest is None:
-        raise UsageError(f"{run_dir}: no complete checkpoint to resume from (save_strategy may be \"no\")"
-                         + (f"; the run {failed}" if failed else ""))
+        raise UsageError(f"{run_dir}: {nothing_to_resume(found, status)}")
     if failed:
         from rich.console import Console
 

@@ -14,9 +14,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,18 +87,38 @@ def run_status(run_dir: Path, is_main_process: bool, step):
             write_json(run_dir / STATUS, {"status": status, "started": started,
                                           "updated": datetime.now().isoformat(timespec="seconds"), **fields})
 
-    write("running")
+    with sigterm_interrupts():
+        try:
+            write("running")
+            yield
+        except KeyboardInterrupt:
+            write("interrupted", step=step())
+            raise
+        except BaseException as error:
+            status = getattr(error, "run_status", "failed")  # errors.RunPruned: "pruned"
+            write(status, step=step(), error=f"{type(error).__name__}: {error}",
+                  **({"traceback": traceback.format_exc()} if status == "failed" else {}))
+            raise
+        write("finished", step=step())
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt, as SIGINT does: a run stopped by either, at any moment (set-up,
+    final evaluation, report), says so in status.json and exits 130 instead of dying with "running".
+    The training loop sets its own handler inside (finish the step, save a checkpoint, then stop)."""
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works only there
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
-    except KeyboardInterrupt:
-        write("interrupted", step=step())
-        raise
-    except BaseException as error:
-        status = getattr(error, "run_status", "failed")  # errors.RunPruned: "pruned"
-        write(status, step=step(), error=f"{type(error).__name__}: {error}",
-              **({"traceback": traceback.format_exc()} if status == "failed" else {}))
-        raise
-    write("finished", step=step())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def read_status(run_dir: Path) -> dict | None:
