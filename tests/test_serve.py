@@ -150,6 +150,22 @@ def test_a_failing_forward_pass_is_a_500_and_the_server_goes_on(run_dir):
         assert client.post("/predict", json={"inputs": "x"}).status_code == 200
 
 
+def wait_until_healthy(server: subprocess.Popen, base: str, timeout: float = 120) -> None:
+    """Until a `stancerun serve` subprocess answers /health with 200 (its model loaded)."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while True:
+        assert server.poll() is None, server.stdout.read()[-3000:]
+        assert time.time() < deadline
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
 def test_the_real_server_batches_a_burst_and_stops_on_sigterm(run_dir):
     import httpx
 
@@ -163,16 +179,7 @@ def test_the_real_server_batches_a_burst_and_stops_on_sigterm(run_dir):
     base = f"http://127.0.0.1:{port}"
     last: list[threading.Thread] = []
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read()[-3000:]
-            assert time.time() < deadline
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_healthy(server, base)
         texts = [row["text"] for row in stance_rows(48, seed=5)]
         answers: dict[int, object] = {}
 

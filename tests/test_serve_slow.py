@@ -10,7 +10,7 @@ import time
 import pytest
 
 from stancerun.inference.serve import Limits, create_app
-from test_serve import TEXTS, train
+from test_serve import TEXTS, train, wait_until_healthy
 from test_serve_hostile import live_server
 
 
@@ -92,8 +92,6 @@ def test_sigterm_exits_within_the_grace_period_while_a_client_holds_a_half_sent_
     import subprocess
     import sys
 
-    import httpx
-
     from test_distributed import free_port
 
     port = free_port()
@@ -102,16 +100,7 @@ def test_sigterm_exits_within_the_grace_period_while_a_client_holds_a_half_sent_
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read()[-3000:]
-            assert time.time() < deadline
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until_healthy(server, f"http://127.0.0.1:{port}")
         with socket.create_connection(("127.0.0.1", port)) as raw:
             raw.sendall(HALF_BODY)
             time.sleep(0.3)  # the request is in: its handler waits for the rest of the body
