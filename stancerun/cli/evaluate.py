@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from stancerun.cli.arguments import add_trust_remote_code
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="score a run's saved model on new labelled data")
     parser.add_argument("run_dir", help="a run directory")
     parser.add_argument("--data", required=True, help="a labelled CSV or JSONL file (the run's text/label columns)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
+    add_trust_remote_code(parser)
     parser.set_defaults(handler=evaluate)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stancerun.cli.arguments import add_trust_remote_code
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("export", help="write a standalone transformers model (LoRA merged) with a model card")
@@ -15,8 +17,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fine-tuned-only", action="store_true",
                         help="for a run that stacks baselines with the model: export the fine-tuned transformer alone "
                              "(its scores are the report's \"fine-tuned alone\" row, not the shipped ones)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
+    add_trust_remote_code(parser)
     parser.set_defaults(handler=export)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stancerun.cli.arguments import add_trust_remote_code
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="classify texts with a run's saved model")
@@ -14,8 +16,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="weights and activations: float32 (default, exact) or bfloat16/float16 (faster on "
                              "GPUs and on CPUs with AMX or AVX512-BF16; probabilities differ by ~1e-2)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
+    add_trust_remote_code(parser)
     parser.set_defaults(handler=predict)
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from stancerun.cli.arguments import add_trust_remote_code
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("resume", help="continue an interrupted run from its last complete checkpoint, or a sweep")
     parser.add_argument("run_dir", help="the interrupted run's (or sweep's) directory")
     parser.add_argument("--storage", metavar="URL", help="a sweep in a database: its URL with the password")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the run's model (config.toml's trust_remote_code) to run Python code from its "
-                             "folder; only for runs you trust")
+    add_trust_remote_code(parser, help="allow the run's model (config.toml's trust_remote_code) to run Python code from its "
+                                  "folder; only for runs you trust")
     parser.set_defaults(handler=resume)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from stancerun.cli.arguments import add_trust_remote_code
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="serve a run's model over HTTP (POST /predict, text-embeddings-inference's shapes)")
@@ -24,8 +26,7 @@ def add_parser(subparsers) -> None:
                                           "variable STANCERUN_API_KEY instead (a key on the command line shows in `ps`)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="a run's weights and activations, as for predict (default float32)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the model folder to run its own Python code (auto_map); only for runs you trust")
+    add_trust_remote_code(parser)
     parser.set_defaults(handler=serve)
 
 
