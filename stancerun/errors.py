@@ -87,3 +87,10 @@ class RunPruned(Exception):
     others'): its run directory is kept and its status.json says "pruned", not "failed"."""
 
     run_status = "pruned"
+
+
+class TrialTaken(Exception):
+    """A sweep trial stopped because another worker judged its worker gone, failed it and queued it
+    again: its result could no longer be recorded. Its status.json says "taken"."""
+
+    run_status = "taken"

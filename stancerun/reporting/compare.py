@@ -46,8 +46,9 @@ def load_run(path: Path) -> Run:
         if status.get("status") == "failed":
             raise UsageError(f"{path}: this run failed at step {status.get('step')}: {status.get('error')} "
                              f"(traceback in {found.status})") from None
-        if status.get("status") == "pruned":
-            raise UsageError(f"{path}: this run was pruned by its sweep ({status.get('error')}); it has no final results") from None
+        if status.get("status") in ("pruned", "taken"):  # errors.RunPruned, errors.TrialTaken
+            raise UsageError(f"{path}: this run was stopped by its sweep ({status.get('error')}); "
+                             "it has no final results") from None
         if status.get("status") in ("running", "interrupted"):
             raise UsageError(f"{path}: this run did not finish (status: {status['status']}, last known step "
                              f"{status.get('step', 'unknown')}); `stancerun resume {path}` continues it") from None

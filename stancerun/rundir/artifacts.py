@@ -79,7 +79,7 @@ def run_status(run_dir: Path, is_main_process: bool, step):
     """status.json says what became of a run: "running", then "finished", "interrupted" (a signal;
     `stancerun resume` continues it) or "failed" with the error, the step (``step()``) and the
     traceback, so that a person, `compare` and `resume` can tell a failed run from an unfinished
-    one, or "pruned" (a sweep stopped it early). A run killed outright (SIGKILL, power) stays "running"."""
+    one, or "pruned" or "taken" (a sweep stopped it early). A run killed outright (SIGKILL, power) stays "running"."""
     started = datetime.now().isoformat(timespec="seconds")
 
     def write(status: str, **fields) -> None:
@@ -95,7 +95,7 @@ def run_status(run_dir: Path, is_main_process: bool, step):
             write("interrupted", step=step())
             raise
         except BaseException as error:
-            status = getattr(error, "run_status", "failed")  # errors.RunPruned: "pruned"
+            status = getattr(error, "run_status", "failed")  # errors.RunPruned, TrialTaken
             write(status, step=step(), error=f"{type(error).__name__}: {error}",
                   **({"traceback": traceback.format_exc()} if status == "failed" else {}))
             raise

@@ -8,11 +8,13 @@ WAITING to RUNNING, which the storage grants to exactly one worker. So the total
 as asked and each grid point runs once, however many workers join (Optuna's GridSampler may
 repeat a point under concurrency, and counting trials before asking races).
 
-A worker writes a lease on its running trial (host, process, a heartbeat every 30 s). A trial
-whose worker is gone (the process no longer exists on this host; no heartbeat for 5 minutes
-from another host) is marked failed by the next worker, or `stancerun resume SWEEP_DIR`, and
-queued again with its values. (Optuna's own heartbeat exists only for RDB storages and inside
-``Study.optimize``, which cannot share a decision across Accelerate processes.)
+A worker writes a lease on its running trial (leases.py: host, process, a heartbeat every 30 s
+on the storage's clock). A trial whose worker is gone (the process no longer exists on this host;
+no heartbeat for 5 minutes from another host) is marked failed by the next worker, or `stancerun
+resume SWEEP_DIR`, and queued again with its values; a worker that finds its trial taken from
+it that way stops the run and goes on with the next trial. (Optuna's own heartbeat exists only
+for RDB storages and inside ``Study.optimize``, which cannot share a decision across Accelerate
+processes.)
 
 Under `accelerate launch` the main process talks to the study; the trial's values and each
 pruning decision are broadcast, so every process runs the same trial and stops at the same step.
@@ -22,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,11 +36,8 @@ from stancerun.rundir.redact import public_url, with_password
 from stancerun.config import sweepplan
 from stancerun.config import tomlio
 from stancerun.config.experiment import Experiment, Origins, validate
-from stancerun.errors import RunPruned, UsageError
-
-LEASE = "stancerun:lease"
-HEARTBEAT_S = 30
-STALE_AFTER_S = 300
+from stancerun.errors import RunPruned, TrialTaken, UsageError
+from stancerun.studies.leases import LEASE, STALE_AFTER_S, UNLEASED_GRACE_S, Heartbeat, storage_now, why_abandoned, write_lease
 
 
 def objective(config: dict) -> tuple[str, bool]:
@@ -134,10 +131,28 @@ class Sweep:
                     continue  # another worker took it first
             except UpdateFinishedTrialError:
                 continue
-            storage.set_trial_system_attr(trial_id, LEASE, lease())
+            if not write_lease(storage, trial_id, f"trial-{frozen.number:03d}", give_up_after=STALE_AFTER_S):
+                continue  # judged orphaned while the storage failed: queued again
             trial = optuna.trial.Trial(self.study(seed_offset=frozen.number), trial_id)
             return trial, trial_id, suggest(trial, self.table)
         return None
+
+    def tell(self, trial, trial_id: int, name: str, state, value, say, **attrs) -> bool:
+        """Record how a trial ended (its attributes, then its state); False when it was taken from
+        this worker meanwhile (another judged it gone, failed it and queued it again)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            for key, attr in attrs.items():
+                trial.set_user_attr(key, attr)
+            trial.study.tell(trial, value, state=state)
+        except (UpdateFinishedTrialError, ValueError):  # ValueError: Optuna's "Cannot tell a FAIL trial"
+            if not self.storage().get_trial(trial_id).state.is_finished():
+                raise
+            say(f"{name}: taken from this worker (another judged it gone and queued it again); "
+                "its result is not recorded; going on with the next trial")
+            return False
+        return True
 
     def requeue_abandoned(self) -> list[int]:
         """Fail every running trial whose worker is gone and queue its values again; the numbers."""
@@ -146,16 +161,21 @@ class Sweep:
 
         storage = self.storage()
         study_id = storage.get_study_id_from_name(self.study_name)
+        running = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        unleased = {t.number for t in running if LEASE not in t.system_attrs}
+        if unleased:  # a worker between taking a trial and leasing it, or killed there: look again in a moment
+            time.sleep(UNLEASED_GRACE_S)
+            running = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+        now = storage_now(storage)
         requeued = []
-        for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        for frozen in running:
             held = frozen.system_attrs.get(LEASE)
-            started = frozen.datetime_start.timestamp() if frozen.datetime_start else time.time()
-            if worker_alive(held, started):
+            why = why_abandoned(held, now)
+            if why is None or held is None and frozen.number not in unleased:
                 continue
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-            who = f"{held['host']} pid {held['pid']}" if held else "unknown"
             try:  # a finished trial takes no attributes: these first
-                storage.set_trial_user_attr(trial_id, "error", f"its worker ({who}) stopped without finishing it")
+                storage.set_trial_user_attr(trial_id, "error", why)
                 storage.set_trial_user_attr(trial_id, "requeued", True)
                 storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
             except UpdateFinishedTrialError:
@@ -180,55 +200,6 @@ def suggest(trial, table: dict) -> dict:
     return params
 
 
-# -- leases ------------------------------------------------------------------------------
-def process_start(pid: int) -> str | None:
-    """When a process started (Linux), so a reused process id is not taken for the worker."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def lease() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid()), "beat": time.time()}
-
-
-def worker_alive(held: dict | None, started: float) -> bool:
-    if held is None:  # taken but killed before its lease was written
-        return time.time() - started < STALE_AFTER_S
-    if held["host"] == socket.gethostname():
-        try:
-            os.kill(held["pid"], 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # exists, another user's
-        return held.get("start") is None or process_start(held["pid"]) in (None, held["start"])
-    return time.time() - held["beat"] < STALE_AFTER_S
-
-
-class Heartbeat:
-    """Renews the lease on a running trial every HEARTBEAT_S seconds, in a daemon thread."""
-
-    def __init__(self, storage, trial_id: int):
-        self.storage, self.trial_id, self.stop = storage, trial_id, threading.Event()
-        self.thread = threading.Thread(target=self.beat, daemon=True)
-
-    def beat(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
-            try:
-                self.storage.set_trial_system_attr(self.trial_id, LEASE, lease())
-            except Exception:  # a finished trial, a dropped connection: the next claim decides
-                return
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-
-
 # -- pruning -----------------------------------------------------------------------------
 def is_main_process() -> bool:
     """Rank 0 under `accelerate launch` (or the only process): the one that talks to the study."""
@@ -250,22 +221,34 @@ def shared(value):
 class ReportToTrial:
     """A callback: after each evaluation the main process reports the objective to the trial (at
     the evaluation's number) and asks the pruner; the decision is broadcast, so every process
-    stops at the same step."""
+    stops at the same step. A trial taken from this worker (``taken``, set by its heartbeat, or a
+    report refused) stops the same way."""
 
-    def __init__(self, trial, metric: str, pruner: str):
-        self.trial, self.metric, self.pruner, self.steps, self.evaluations = trial, metric, pruner, 0, 0
+    def __init__(self, trial, metric: str, pruner: str, taken=None):
+        self.trial, self.metric, self.pruner, self.taken = trial, metric, pruner, taken
+        self.steps = self.evaluations = 0
 
     def on_log(self, run, logs) -> None:
         self.steps = run.global_step
 
     def on_evaluate(self, run, metrics) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
         self.steps = run.global_step
-        prune = False
+        prune = taken = False
         if self.trial is not None:  # the main process
-            self.trial.report(metrics[self.metric], step=self.evaluations)
-            prune = self.trial.should_prune()
+            try:
+                self.trial.report(metrics[self.metric], step=self.evaluations)
+                prune = self.trial.should_prune()
+            except UpdateFinishedTrialError:
+                taken = True
+            taken = taken or self.taken is not None and self.taken.is_set()
         self.evaluations += 1
-        if shared(prune):
+        prune, taken = shared((prune, taken))
+        if taken:
+            raise TrialTaken(f"stopped at step {run.global_step}: taken from this worker (another judged it gone, "
+                             "failed the trial and queued it again)")
+        if prune:
             why = {"median": "worse than the median of the earlier trials at this evaluation",
                    "hyperband": "not among the best of its Hyperband rung"}.get(self.pruner, "pruned")
             raise RunPruned(f"pruned at step {run.global_step}: {self.metric} {metrics[self.metric]:.4f}, {why}")
@@ -393,18 +376,16 @@ def run_trial(sweep: Sweep, trial, trial_id: int | None, number: int, params: di
     main = trial is not None
     say = say if main else (lambda text: None)
     say(f"{name} ({sweepplan.shown(params)}): started")
-    report = ReportToTrial(trial, metric, sweepplan.settings(sweep.table)["pruner"])
+    heartbeat = Heartbeat(sweep.storage(), trial_id, name, say) if main else contextlib.nullcontext()
+    report = ReportToTrial(trial, metric, sweepplan.settings(sweep.table)["pruner"],
+                           heartbeat.taken if main else None)
     started = time.perf_counter()
 
-    def tell(state, value=None, **attrs) -> None:
-        if not main:
-            return
-        for key, attr in {"run": name, "steps": report.steps, "runtime_s": round(time.perf_counter() - started, 3),
-                          **attrs}.items():
-            trial.set_user_attr(key, attr)
-        trial.study.tell(trial, value, state=state)
+    def tell(state, value=None, **attrs) -> bool:
+        return not main or sweep.tell(trial, trial_id, name, state, value, say, **{
+            "run": name, "steps": report.steps, "runtime_s": round(time.perf_counter() - started, 3), **attrs})
 
-    with Heartbeat(sweep.storage(), trial_id) if main else contextlib.nullcontext():
+    with heartbeat:
         try:
             child = validate(sweepplan.child_config(sweep.experiment.config, params, name), Origins(),
                              sweep.experiment.path, registry)
@@ -414,18 +395,20 @@ def run_trial(sweep: Sweep, trial, trial_id: int | None, number: int, params: di
                 results = RunDir(run_dir).read_results()
                 steps, value = results.train.all_steps(), results.final[metric]
         except RunPruned as pruned:
-            tell(TrialState.PRUNED, note=str(pruned))
-            say(f"{name}: {pruned}")
+            if tell(TrialState.PRUNED, note=str(pruned)):
+                say(f"{name}: {pruned}")
+            return
+        except TrialTaken as taken:
+            say(f"{name}: {taken}; going on with the next trial")
             return
         except KeyboardInterrupt:
-            tell(TrialState.FAIL, error="interrupted", requeued=True)
-            if main:  # run again, from the start, by whoever continues the sweep
+            if tell(TrialState.FAIL, error="interrupted", requeued=True) and main:
+                # run again, from the start, by whoever continues the sweep
                 trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": number})
             raise
         except Exception as error:
-            tell(TrialState.FAIL, error=f"{type(error).__name__}: {error}")
-            say(f"{name}: failed: {type(error).__name__}: {error}")
+            if tell(TrialState.FAIL, error=f"{type(error).__name__}: {error}"):
+                say(f"{name}: failed: {type(error).__name__}: {error}")
             return
-    if main:
-        tell(TrialState.COMPLETE, value, steps=steps)
+    if main and tell(TrialState.COMPLETE, value, steps=steps):
         say(f"{name}: {metric} {value:.4f} after {steps} steps")
