@@ -118,6 +118,21 @@ def test_resume_refuses_a_config_that_asks_for_remote_code(run, capsys):
     assert str(config) in err and REFUSAL in err
 
 
+def test_resume_of_a_sweep_refuses_a_config_that_asks_for_remote_code(finished_run, tmp_path, capsys):
+    from stancerun.config.experiment import load_experiment
+    from stancerun.studies.sweep import create
+
+    experiment = tmp_path / "sweep.toml"
+    experiment.write_text((finished_run / "config.toml").read_text().replace("trust_remote_code = false",
+                                                                            "trust_remote_code = true")
+                          + '\n[sweep]\n"training.learning_rate" = [1e-3, 2e-3]\n')
+    out = create(load_experiment(experiment, []), output_dir=str(tmp_path / "sweep")).directory
+    assert main(["resume", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert str(out / "config.toml") in err and REFUSAL in err
+    assert not list(out.glob("trial-*"))  # nothing ran
+
+
 def test_an_auto_map_alone_runs_no_code(run, tmp_path, capsys):
     """stancerun.json says false: transformers is told False and uses its own class for the model type."""
     marker = tmp_path / "marker"

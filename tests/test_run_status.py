@@ -65,6 +65,30 @@ def test_a_failed_run_says_so_and_resume_says_why_before_trying_again(tmp_path, 
     assert (run / "results.json").is_file()
 
 
+def test_a_resume_stopped_during_set_up_keeps_the_step_its_run_had_reached(tmp_path, tiny_bert, stance_data,
+                                                                           registry):
+    from stancerun.engine import trainer
+
+    extra = "[[callbacks]]\nuse = \"explodes\"\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
+    path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
+    run = tmp_path / "run"
+    assert main(["run", str(path), "--output-dir", str(run), "--set", "training.num_train_epochs=1",
+                 "--set", "training.logging_steps=1", "--set", "training.save_strategy=\"steps\"",
+                 "--set", "training.save_steps=3"]) == 1  # failed at step 5, its checkpoint at 3
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt("stopped by signal SIGTERM")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "Trainer", stopped)  # a signal before the checkpoint is loaded
+        assert main(["resume", str(run)]) == 130
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 5  # not 0: nothing it had done was undone
+    Explodes.armed = False
+    assert main(["resume", str(run)]) == 0  # from its checkpoint at step 3
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+
+
 # -- a signal anywhere -------------------------------------------------------------------
 # A callback sends its own process the signal at a chosen moment: on_train_begin comes at the end
 # of set-up (model prepared, baseline evaluated; no checkpoint yet), on_train_end after the report.

@@ -23,7 +23,7 @@ def resume(args) -> int:
 
     run_dir = Path(args.run_dir)
     if RunDir(run_dir).sweep_plan.is_file():
-        resume_sweep(run_dir, storage=args.storage)
+        resume_sweep(run_dir, storage=args.storage, trust_remote_code=args.trust_remote_code)
     else:
         resume_run(run_dir, trust_remote_code=args.trust_remote_code)
     return 0

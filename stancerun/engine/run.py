@@ -60,7 +60,10 @@ def run_experiment(experiment: Experiment, output_dir: str | None = None, dry_ru
         return None
 
     trainer = None
-    with artifacts.run_status(run_dir, accelerator.is_main_process, lambda: trainer.run.global_step if trainer else 0):
+    # Until the trainer has loaded its checkpoint, a resumed run stands where its status said it stood.
+    before = (artifacts.read_status(resume) or {}).get("step", 0) if resume is not None else 0
+    with artifacts.run_status(run_dir, accelerator.is_main_process,
+                              lambda: trainer.run.global_step if trainer and trainer.run.global_step else before):
         env = None
         if accelerator.is_main_process:
             env = write_start(experiment, components, accelerator, run_dir, registry, resumed=resume is not None)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stancerun.config.experiment import Experiment
 from stancerun.errors import UsageError
+from stancerun.rundir import artifacts
 from stancerun.rundir.layout import RunDir
 from stancerun.rundir.redact import STORAGE_URL_ENV, public_url
 from stancerun.studies.sweep import Sweep, create, is_main_process, open_sweep, shared, work
@@ -46,10 +47,15 @@ def join_sweep(target: str, storage: str | None = None, study_name: str | None =
     return sweep.directory
 
 
-def resume_sweep(directory: Path, storage: str | None = None, registry=None) -> Path:
+def resume_sweep(directory: Path, storage: str | None = None, registry=None, trust_remote_code: bool = False) -> Path:
     """Continue an interrupted sweep: trials of dead workers run again, queued ones run; a
-    finished sweep is left as it is."""
+    finished sweep is left as it is. A config that lets the model run code from its folder needs
+    ``trust_remote_code``, as `resume RUN_DIR` does."""
     sweep = open_sweep(str(directory), storage)
+    asking = artifacts.asking_for_remote_code(sweep.experiment.config)
+    if asking and not trust_remote_code:
+        raise UsageError(f"{RunDir(sweep.directory).config}: [{', '.join(asking)}] trust_remote_code asks to run code "
+                         "from the model's folder; add --trust-remote-code to allow it if you trust where it came from")
     requeued = sweep.requeue_abandoned() if is_main_process() else []
     ran = work(sweep, registry)
     if is_main_process():
