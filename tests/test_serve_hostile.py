@@ -189,3 +189,23 @@ def test_a_body_past_the_payload_limit_is_a_413_before_parsing(run_dir):
     assert client.post("/predict", content=iter([b'{"inputs": ', b'"fine"}'])).status_code == 200
     assert client.get("/info").json()["payload_limit"] == 1000
     client.__exit__(None, None, None)
+
+
+def test_a_model_that_fails_to_load_says_why_in_the_log_and_behind_the_key_not_on_health(tmp_path, capfd):
+    from fastapi.testclient import TestClient
+
+    secret_path = tmp_path / "private" / "weights.safetensors"
+
+    def broken(run_dir):
+        raise OSError(f"{secret_path}: truncated")
+
+    with TestClient(create_app(tmp_path, Limits(), "s3cret", predictor_factory=broken)) as client:
+        deadline = time.time() + 30
+        while "failed" not in client.get("/health").text:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        health = client.get("/health")
+        assert health.status_code == 503 and str(secret_path) not in health.text and "log" in health.text
+        info = client.get("/info", headers={"Authorization": "Bearer s3cret"})
+        assert info.status_code == 503 and str(secret_path) in info.text
+    assert f"the model failed to load: OSError: {secret_path}: truncated" in capfd.readouterr().err

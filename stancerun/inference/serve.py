@@ -22,6 +22,7 @@ import hmac
 import json
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -400,8 +401,9 @@ class Server:
             batcher = Batcher(predictor, self.limits, self.metrics)
             batcher.start()
             self.batcher = batcher
-        except Exception as error:  # /health says why
+        except Exception as error:  # the log and /info (behind the key) say why; /health only that it failed
             self.error = f"{type(error).__name__}: {error}"
+            print(f"error: the model failed to load: {self.error}", file=sys.stderr, flush=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
@@ -420,7 +422,8 @@ class Server:
         if self.batcher is not None:
             return {"status": "ok"}
         if self.error:
-            return error_response(503, "Unhealthy", f"the model failed to load: {self.error}")
+            # /health answers anyone: the error may name local paths, so it stays in the log and /info
+            return error_response(503, "Unhealthy", "the model failed to load (the server's log says why)")
         return error_response(503, "Unhealthy", "the model is loading")
 
     async def info(self, request: Request):
