@@ -135,10 +135,26 @@ def subsample(examples, limit: int | None, seed: int = 0):
     return examples.subset(sorted(random.Random(seed).sample(range(len(examples)), limit)))
 
 
+#: TweetEval's targets that hold 16 + 16 examples of every label in train.csv + validation.csv, each a data set of
+#: its own ("tweeteval-abortion", ...): climate has too few "against" tweets.
+TWEETEVAL_TARGETS = ("abortion", "atheism", "feminist", "hillary")
+DATA_SETS = ("tweeteval", "demo", *(f"tweeteval-{target}" for target in TWEETEVAL_TARGETS))
+
+
+def of_target(examples, target: str):
+    """The examples whose pair (TweetEval's target) is ``target``."""
+    return examples.subset([i for i, pair in enumerate(examples.pairs) if pair == target])
+
+
 def load_data(name: str, registry, test_limit: int | None = None, tweeteval_dir: Path = TWEETEVAL_DIR) -> DataSet:
     from stancerun.data.rows import concat
 
-    if name == "tweeteval":
+    if name.startswith("tweeteval-"):  # one target's tweets: drawn from its train + validation rows, scored on its test rows
+        target = name.removeprefix("tweeteval-")
+        data = load_data("tweeteval", registry, None, tweeteval_dir)
+        data.name, data.pool, data.scoring = name, of_target(data.pool, target), of_target(data.scoring, target)
+        data.pool_from, data.scoring_from = (f"{what}, target {target}" for what in (data.pool_from, data.scoring_from))
+    elif name == "tweeteval":
         labels = ["against", "none", "favor"]  # as benchmarks/tweeteval_stance.toml
         files = {split: str(tweeteval_dir / f"{split}.csv") for split in ("train", "validation", "test")}
         table = csv_table(labels, **files)
@@ -364,7 +380,11 @@ def stancerun_contender(contender: str) -> Callable:
                                      splits=splits, quiet=True)
             results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
         trained = results["train"]
-        return {SCORE: float(results["test"][SCORE]), "train_s": float(trained["runtime_s"]),
+        stacked = results.get("ensemble") or {}
+        if stacked:  # what the fine-tuned model alone scored, and the weights the stack gave it and its members
+            stacked = {"fine_tuned_" + SCORE: float(stacked["fine_tuned"]["test"][SCORE]),
+                       "stack": {name: round(w, 4) for name, w in zip(["model", *stacked["members"]], stacked["weights"])}}
+        return {SCORE: float(results["test"][SCORE]), "train_s": float(trained["runtime_s"]), **stacked,
                 "validation_f1_macro": results["final"].get(SCORE), "epochs": trained.get("epochs"),
                 "best_step": trained.get("best_step"), "global_step": trained.get("global_step"),
                 "stopped_early": trained.get("stopped_early"),
@@ -504,8 +524,32 @@ def summarise(records: list[dict], data_names: list[str], sizes: list[int], draw
                 common = sorted(set(at[new]) & set(at[c]))
                 gaps[c] = ({**aggregate([at[new][d][SCORE] - at[c][d][SCORE] for d in common], confidence),
                             "draws": common} if common else None)
+    headline = {data: {str(k): versus_best({d: r[SCORE] for d, r in runs.get((data, k, new), {}).items()},
+                                           {c: {d: r[SCORE] for d, r in runs.get((data, k, c), {}).items()}
+                                            for c in SAME_LABELS}, confidence)
+                       for k in sizes} for data in data_names}
     return {"metric": SCORE, "confidence": confidence, "new": new, "contenders": list(contenders), "sizes": sizes,
-            "draws": draws, "cells": cells, "differences": differences, "incomplete": incomplete}
+            "draws": draws, "headline": headline, "cells": cells, "differences": differences, "incomplete": incomplete}
+
+
+#: The simple models given the labels the recipe uses (train + validation): the headline's rivals.
+SAME_LABELS = ("probe_all", "setfit_all")
+
+
+def versus_best(new: dict[int, float], rivals: dict[str, dict[int, float]], confidence: float = CONFIDENCE) -> dict | None:
+    """``new`` minus the best rival on the draws all of them have: the rival with the higher mean there
+    (paired differences, t-interval), and, stricter, the better rival of each draw. None when no draw
+    has them all."""
+    from stancerun.evaluation.stats import aggregate
+
+    common = sorted(set(new).intersection(*rivals.values())) if rivals else []
+    if not common:
+        return None
+    best = max(rivals, key=lambda c: np.mean([rivals[c][d] for d in common]))
+    return {"best": best, "draws": common,
+            "versus_best": aggregate([new[d] - rivals[best][d] for d in common], confidence),
+            "versus_each_draws_best": aggregate([new[d] - max(r[d] for r in rivals.values()) for d in common],
+                                                confidence)}
 
 
 def finite(value):
@@ -547,8 +591,17 @@ def tables(summary: dict) -> str:
         return f"{agg['wall_s']:.1f} ({agg['train_s']:.1f})" if agg.get("train_s") is not None else f"{agg['wall_s']:.1f}"
 
     others = [c for c in contenders if c != new]
-    out = [f"macro-F1 × 100 on the scoring split: mean ± std [{interval} t-interval] over draws "
-           f"(n=…: fewer than the {draws} asked)", "",
+    out = [f"The headline: {new} minus the better of {' and '.join(SAME_LABELS)} (the simple models given the same "
+           f"labels, train + validation), macro-F1 points, paired over draws [{interval} t-interval]; then minus "
+           "the better of the two on each draw (stricter: no one knows that in advance)", "",
+           "| data | k | draws | the better one | − it | − each draw's better one |", "|---|---:|---:|---|---:|---:|"]
+    for data, by_k in summary.get("headline", {}).items():
+        for k, row in by_k.items():
+            if row is not None:
+                out.append(f"| {data} | {k} | {len(row['draws'])} | {row['best']} | {gap(row['versus_best'])} | "
+                           f"{gap(row['versus_each_draws_best'])} |")
+    out += ["", f"macro-F1 × 100 on the scoring split: mean ± std [{interval} t-interval] over draws "
+            f"(n=…: fewer than the {draws} asked)", "",
            "| data | k | " + " | ".join(TITLES.get(c, c) for c in contenders) + " |",
            "|---|---:|" + "---:|" * len(contenders)]
     for data, by_k in summary["cells"].items():
@@ -613,7 +666,7 @@ def checkout() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", choices=["tweeteval", "demo"], default=["tweeteval", "demo"])
+    parser.add_argument("--data", nargs="+", choices=DATA_SETS, default=["tweeteval", "demo"])
     parser.add_argument("--sizes", nargs="+", type=int, default=SIZES, help="examples per class")
     parser.add_argument("--draws", type=int, default=DRAWS, help="draws per size (the same for every contender)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),

@@ -44,14 +44,25 @@ VARIANTS = {
     "union": {"training": {"load_best_model_at_end": False}},  # trained on train + validation (UNION)
     "refit": {"training": {"refit_on_validation": True}},  # then anew on train + validation, the best epoch's length
     "refit_last": {"training": {"refit_on_validation": True, "load_best_model_at_end": False}},  # ... every epoch
+    # the model stacked with the probe the contenders run ("target: text", C by cross-validated log-loss),
+    # the stack's weights fitted on validation (the first pass's model), its members refit on train + validation
+    "stack_probe": {"evaluation": {"baselines": [{"use": "embedding_probe", "pair_format": "{pair}: {text}",
+                                                  "choose_C": [0.1, 1.0, 10.0, 100.0]}]},
+                    "ensemble": {"stack": ["embedding_probe"]}},
 }
 #: Variants trained on the draw's train and validation examples together (validation then chooses nothing).
 UNION = {"union"}
-CONTENDERS = ("probe", "setfit", "full")
+CONTENDERS = ("probe", "setfit", "full", "probe_all", "setfit_all")
 RESULTS = bench.ROOT / "benchmarks" / "results" / "fewshot_validation.runs.jsonl"
 
 
 def validation_data(name: str, registry) -> bench.DataSet:
+    if name.startswith("tweeteval-"):  # one target: drawn from its train.csv rows, scored on those the draw left
+        target = name.removeprefix("tweeteval-")
+        data = validation_data("tweeteval", registry)
+        data.name, data.pool = name, bench.of_target(data.pool, target)
+        data.pool_from, data.scoring_from = f"train.csv, target {target}", "the pool rows the draw left"
+        return data
     data = bench.load_data(name, registry)
     if name == "tweeteval":
         files = {split: str(bench.TWEETEVAL_DIR / f"{split}.csv") for split in ("train", "validation")}
@@ -105,7 +116,7 @@ def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log
             for k in sizes:
                 for d in range(draws):
                     train, validation = bench.draw(data.pool, k, 777000 + 1000 * k + d)
-                    data.scoring = left_over(data.pool, train, validation) if name == "demo" else pool_scoring
+                    data.scoring = pool_scoring if name == "tweeteval" else left_over(data.pool, train, validation)
                     for variant in variants:
                         if (name, k, d, variant, keys[variant]) in done:
                             continue
@@ -145,9 +156,41 @@ def summary(reference: str = "recipe") -> str:
     return "\n".join(lines)
 
 
+def headline(variants: list[str]) -> str:
+    """Each variant of the recipe minus the better of the probe and setfit given the same labels
+    (train + validation), per data set and k, paired over draws; a stacked variant's model alone too."""
+    current = {variant: settings(variant) for variant in (*VARIANTS, *CONTENDERS)}
+    scores = defaultdict(dict)
+    for r in read():
+        if r["variant"] in current and r.get("settings") == current[r["variant"]]:
+            scores[(r["data"], r["k"], r["variant"])][r["draw"]] = r[bench.SCORE]
+            if "fine_tuned_" + bench.SCORE in r:
+                scores[(r["data"], r["k"], r["variant"] + " (model alone)")][r["draw"]] = r["fine_tuned_" + bench.SCORE]
+    lines = ["| data | k | variant | draws | macro-F1 | the better rival | − it [95%] | − each draw's better |",
+             "|---|---:|---|---:|---:|---|---:|---:|"]
+    cells = sorted({(data, k) for data, k, _ in scores})
+    shown = [v for variant in variants for v in (variant, variant + " (model alone)")]
+    differences = defaultdict(list)
+    for data, k in cells:
+        rivals = {c: scores.get((data, k, c), {}) for c in bench.SAME_LABELS}
+        for variant in shown:
+            found = scores.get((data, k, variant))
+            row = bench.versus_best(found, rivals) if found and all(rivals.values()) else None
+            if row is None:
+                continue
+            gap, strict = row["versus_best"], row["versus_each_draws_best"]
+            differences[variant] += [100 * v for v in gap["values"]]
+            interval = f"[{100 * gap['low']:+.1f}, {100 * gap['high']:+.1f}]" if gap["n"] > 1 else ""
+            lines.append(f"| {data} | {k} | {variant} | {gap['n']} | {100 * np.mean([found[d] for d in row['draws']]):.1f} "
+                         f"| {row['best']} | {100 * gap['mean']:+.1f} {interval} | {100 * strict['mean']:+.1f} |")
+    lines += ["", "| variant | cells x draws | mean − the better rival |", "|---|---:|---:|"]
+    lines += [f"| {v} | {len(d)} | {np.mean(d):+.2f} |" for v, d in differences.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", choices=["tweeteval", "demo"], default=["tweeteval", "demo"])
+    parser.add_argument("--data", nargs="+", choices=bench.DATA_SETS, default=["tweeteval", "demo"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[16])
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=[*VARIANTS, *CONTENDERS], default=["recipe"])
@@ -158,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary_only:
         run(args.data, args.sizes, args.draws, args.variants)
     print(summary())
+    print()
+    print(headline(args.variants if not set(args.variants) <= set(CONTENDERS) else ["recipe"]))
     return 0
 
 

