@@ -217,6 +217,7 @@ class Context:
     recipes: dict[str, Path]
     epochs: int | None = None  # smoke tests only: every stancerun contender's num_train_epochs
     work: Path | None = None  # where run directories go (each deleted when read)
+    scores: Path | None = None  # where each run's scores on the scoring split are kept (save_scores), if anywhere
     _encoder: object = None
     _scoring: dict = field(default_factory=dict)
 
@@ -288,8 +289,15 @@ def probe_all(data: DataSet, train, validation, ctx: Context) -> dict:
     model = LogisticRegressionCV(Cs=list(PROBE_C), cv=folds, scoring="f1_macro", max_iter=5000)
     model.fit(ctx.encode(joined(both)), both.labels)
     train_s = time.perf_counter() - started
+    kept = {}
+    if ctx.scores is not None:  # as save_scores keeps a stancerun run's: model outputs only
+        import uuid
+
+        ctx.scores.mkdir(parents=True, exist_ok=True)
+        kept["scores_file"] = f"{uuid.uuid4().hex[:12]}.npz"
+        np.savez_compressed(ctx.scores / kept["scores_file"], scoring_probs=model.predict_proba(scoring).astype(np.float32))
     return {SCORE: macro_f1(data.scoring.labels, model.predict(scoring), range(len(data.labels))),
-            "train_s": train_s, "C": float(model.C_[0])}
+            "train_s": train_s, "C": float(model.C_[0]), **kept}
 
 
 def setfit_all(data: DataSet, train, validation, ctx: Context) -> dict:
@@ -379,12 +387,13 @@ def stancerun_contender(contender: str) -> Callable:
             run_dir = run_experiment(experiment, output_dir=str(Path(tmp) / "run"), registry=ctx.registry,
                                      splits=splits, quiet=True)
             results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+            kept = save_scores(ctx, run_dir, data, validation) if ctx.scores is not None else {}
         trained = results["train"]
         stacked = results.get("ensemble") or {}
         if stacked:  # what the fine-tuned model alone scored, and the weights the stack gave it and its members
             stacked = {"fine_tuned_" + SCORE: float(stacked["fine_tuned"]["test"][SCORE]),
                        "stack": {name: round(w, 4) for name, w in zip(["model", *stacked["members"]], stacked["weights"])}}
-        return {SCORE: float(results["test"][SCORE]), "train_s": float(trained["runtime_s"]), **stacked,
+        return {SCORE: float(results["test"][SCORE]), "train_s": float(trained["runtime_s"]), **stacked, **kept,
                 "validation_f1_macro": results["final"].get(SCORE), "epochs": trained.get("epochs"),
                 "best_step": trained.get("best_step"), "global_step": trained.get("global_step"),
                 "stopped_early": trained.get("stopped_early"),
@@ -392,6 +401,35 @@ def stancerun_contender(contender: str) -> Callable:
                 "refit_s": (trained.get("refit") or {}).get("runtime_s")}
 
     return run
+
+
+def save_scores(ctx: Context, run_dir: Path, data: DataSet, validation) -> dict:
+    """The run's model's logits on the scoring split (the fine-tuned model alone, and what it ships when
+    it stacks), its temperature, and the first pass's validation probabilities (predictions.csv), kept
+    in ``ctx.scores`` so that ways of combining it with other models can be measured without training
+    again. Model outputs only, in the splits' row order: no text, no label."""
+    import csv
+    import uuid
+
+    from stancerun.inference.predict import predict_logits, shipped_logits
+    from stancerun.rundir.artifacts import load_model
+    from stancerun.rundir.layout import RunDir
+
+    saved = load_model(RunDir(run_dir).model)
+    texts, pairs = list(data.scoring.texts), data.scoring.pairs
+    arrays = {"scoring_logits": predict_logits(saved.model, saved.tokenizer, texts, pairs, saved.max_length, 64),
+              "temperature": np.float64(saved.info.get("temperature", 1.0))}
+    if saved.shipped is not None:
+        arrays["scoring_shipped"] = shipped_logits(saved, texts, pairs, 64)
+    with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [f"prob_{label}" for label in data.labels]
+    if len(rows) == len(validation) and rows and all(n in rows[0] for n in names):
+        arrays["validation_probs"] = np.array([[float(r[n]) for n in names] for r in rows], dtype=np.float32)
+    ctx.scores.mkdir(parents=True, exist_ok=True)
+    name = f"{uuid.uuid4().hex[:12]}.npz"
+    np.savez_compressed(ctx.scores / name, **arrays)
+    return {"scores_file": name}
 
 
 RUNNERS: dict[str, Callable] = {"probe": probe, "setfit": setfit, "full": stancerun_contender("full"),

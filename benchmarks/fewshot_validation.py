@@ -54,6 +54,8 @@ VARIANTS = {
 UNION = {"union"}
 CONTENDERS = ("probe", "setfit", "full", "probe_all", "setfit_all")
 RESULTS = bench.ROOT / "benchmarks" / "results" / "fewshot_validation.runs.jsonl"
+#: Each run's scores on its scoring rows (bench.save_scores), named by the run's record ("scores_file").
+SCORES = bench.ROOT / "benchmarks" / "results" / "fewshot_validation.scores"
 
 
 def validation_data(name: str, registry) -> bench.DataSet:
@@ -109,7 +111,7 @@ def run(names: list[str], sizes: list[int], draws: int, variants: list[str], log
                 recipes["fewshot"] = work / f"{variant}.toml"
                 recipes["fewshot"].write_text(tomlio.dumps({"extends": str(bench.RECIPES["fewshot"]),
                                                             **VARIANTS[variant]}), encoding="utf-8")
-            contexts[variant] = bench.Context(model_dir, registry, recipes, None, work)
+            contexts[variant] = bench.Context(model_dir, registry, recipes, None, work, scores=SCORES)
         for name in names:
             data = validation_data(name, registry)
             pool_scoring = data.scoring

@@ -93,7 +93,8 @@ def test_contenders_share_draws_and_the_cache_skips_done_runs(fewshot, tmp_path,
     from stancerun.registry.discovery import get_registry
 
     recipe = tiny_experiment(tmp_path, tiny_bert, adapter="full")
-    ctx = fewshot.Context(str(tiny_bert), get_registry(), {"full": recipe}, epochs=2, work=tmp_path)
+    ctx = fewshot.Context(str(tiny_bert), get_registry(), {"full": recipe}, epochs=2, work=tmp_path,
+                          scores=tmp_path / "scores")
     cache, lines = tmp_path / "out" / "runs.jsonl", []
     asked = ("probe", "probe_all", "full")
     records, failures = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=asked, log=lines.append)
@@ -106,6 +107,13 @@ def test_contenders_share_draws_and_the_cache_skips_done_runs(fewshot, tmp_path,
     assert all(0 <= r["f1_macro"] <= 1 and r["scoring_examples"] == 30 for r in records)
     assert by["full"]["epochs"] == 2 and by["probe"]["C"] in fewshot.PROBE_C
     assert len(cache.read_text().splitlines()) == 3
+    import numpy as np
+
+    kept = np.load(tmp_path / "scores" / by["full"]["scores_file"])  # its scores, to combine with others later
+    assert kept["scoring_logits"].shape == (30, 3) and kept["validation_probs"].shape == (6, 3)
+    predicted = kept["scoring_logits"].argmax(1)
+    assert fewshot.macro_f1(tiny_data.scoring.labels, predicted, range(3)) == pytest.approx(by["full"]["f1_macro"])
+    assert np.load(tmp_path / "scores" / by["probe_all"]["scores_file"])["scoring_probs"].shape == (30, 3)
 
     lines.clear()  # a rerun runs nothing and finds the same records
     again, _ = fewshot.benchmark([tiny_data], [2], 1, ctx, cache, run=asked, log=lines.append)
