@@ -49,6 +49,14 @@ def tiny_bert(stancerun_tiny_model):
 
 
 @pytest.fixture(scope="session")
+def served_run(tmp_path_factory, tiny_bert):
+    """One finished tiny run (one epoch, no pairs), trained once for every serve test: they only read it."""
+    from test_serve import train
+
+    return train(tmp_path_factory.mktemp("served-run"), tiny_bert)
+
+
+@pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-distilbert"), "distilbert")
 

@@ -30,8 +30,8 @@ def train(folder, tiny_bert, data: str = "") -> object:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert):
-    return train(tmp_path_factory.mktemp("serve"), tiny_bert)
+def run_dir(served_run):
+    return served_run
 
 
 @pytest.fixture(scope="module")

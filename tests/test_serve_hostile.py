@@ -14,12 +14,12 @@ import pytest
 
 from stancerun.inference.predict import predict
 from stancerun.inference.serve import Limits, TorchPredictor, create_app
-from test_serve import TEXTS, client_for, train
+from test_serve import TEXTS, client_for
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert):
-    return train(tmp_path_factory.mktemp("serve_hostile"), tiny_bert)
+def run_dir(served_run):
+    return served_run
 
 
 @contextlib.contextmanager

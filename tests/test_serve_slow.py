@@ -10,13 +10,13 @@ import time
 import pytest
 
 from stancerun.inference.serve import Limits, create_app
-from test_serve import TEXTS, train, wait_until_healthy
+from test_serve import TEXTS, wait_until_healthy
 from test_serve_hostile import live_server
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert):
-    return train(tmp_path_factory.mktemp("serve_slow"), tiny_bert)
+def run_dir(served_run):
+    return served_run
 
 
 HALF_BODY = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

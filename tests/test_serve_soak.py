@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from conftest import stance_rows
-from test_serve import train, wait_until_healthy
+from test_serve import wait_until_healthy
 
 SEED = 26
 CONCURRENCY = 64
@@ -57,8 +57,8 @@ HOSTILE = {
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_bert):
-    return train(tmp_path_factory.mktemp("serve_soak"), tiny_bert)
+def run_dir(served_run):
+    return served_run
 
 
 # -- what the clients send ------------------------------------------------------------------
