@@ -10,7 +10,9 @@ better of probe_all and setfit_all (their cached scores in fewshot_validation.ru
 - probe: the probe given train + validation (probe_all: C by 4-fold cross-validation, macro-F1);
 - mean: the mean of the two's probabilities (the recipe's at its fitted temperature);
 - chosen: the weight of the recipe's probabilities among MIX chosen on the validation draw (the first
-  pass's model, trained on train, against the probe fitted on train), as an [ensemble] would choose it.
+  pass's model, trained on train, against the probe fitted on train), as an [ensemble] would choose it;
+- gmean, gchosen: the same in log space (a weighted geometric mean), which is what an [ensemble] stack
+  computes: w × log p(recipe) + (1 − w) × log p(probe).
 """
 
 from __future__ import annotations
@@ -77,33 +79,36 @@ def main() -> int:
         (probe_scoring,) = probe(ctx, concat(train, validation), [scoring])
         first_pass = kept["validation_probs"]
         (probe_validation,) = probe(ctx, train, [validation])
-        chosen = max(MIX, key=lambda w: (bench.macro_f1(validation.labels, (w * first_pass + (1 - w) * probe_validation)
-                                                        .argmax(1), ids), -abs(w - 0.5)))
+        mixes = {"chosen": lambda a, b, w: w * a + (1 - w) * b,
+                 "gchosen": lambda a, b, w: w * np.log(np.clip(a, 1e-12, None)) + (1 - w) * np.log(np.clip(b, 1e-12, None))}
+        weights = {rule: max(MIX, key=lambda w: (bench.macro_f1(validation.labels, mix(first_pass, probe_validation, w)
+                                                               .argmax(1), ids), -abs(w - 0.5)))
+                   for rule, mix in mixes.items()}
         cell = table[(r["data"], r["k"])]
-        for rule, probs in {"recipe": recipe, "probe": probe_scoring, "mean": (recipe + probe_scoring) / 2,
-                            "chosen": chosen * recipe + (1 - chosen) * probe_scoring}.items():
-            cell[rule][r["draw"]] = bench.macro_f1(gold, probs.argmax(1), ids)
-        cell["chosen weight"][r["draw"]] = chosen
+        for rule, scores in {"recipe": recipe, "probe": probe_scoring, "mean": (recipe + probe_scoring) / 2,
+                             "gmean": mixes["gchosen"](recipe, probe_scoring, 0.5),
+                             **{rule: mix(recipe, probe_scoring, weights[rule]) for rule, mix in mixes.items()}}.items():
+            cell[rule][r["draw"]] = bench.macro_f1(gold, scores.argmax(1), ids)
+        cell["chosen weight"][r["draw"]] = weights["chosen"]
         best = rivals.get((r["data"], r["k"], r["draw"]), {})
         if len(best) == len(bench.SAME_LABELS):
             cell["better rival"][r["draw"]] = max(best.values())
-    print("| data | k | draws | " + " | ".join(["recipe", "probe", "mean", "chosen", "each draw's better rival",
-                                                  "mean − recipe", "chosen − recipe", "mean − rival", "chosen − rival",
-                                                  "chosen weights"]) + " |")
-    print("|---|---:|---:|" + "---:|" * 10)
+    rules = ("recipe", "probe", "mean", "chosen", "gmean", "gchosen")
+    print("| data | k | draws | " + " | ".join([*rules, "each draw's better rival", *(f"{r} − recipe" for r in rules[2:]),
+                                                  *(f"{r} − rival" for r in rules[2:]), "chosen weights"]) + " |")
+    print("|---|---:|---:|" + "---:|" * (len(rules) + 2 * len(rules[2:]) + 2))
     gaps = defaultdict(list)
     for (name, k), cell in sorted(table.items()):
         draws = sorted(cell["recipe"])
         rival = [d for d in draws if d in cell["better rival"]]
         mean = lambda rule, ds: 100 * np.mean([cell[rule][d] for d in ds]) if ds else float("nan")  # noqa: E731
         diff = lambda a, b, ds: 100 * np.mean([cell[a][d] - cell[b][d] for d in ds]) if ds else float("nan")  # noqa: E731
-        for rule in ("recipe", "mean", "chosen"):
+        for rule in rules:
             gaps[rule] += [100 * (cell[rule][d] - cell["better rival"][d]) for d in rival]
-        print(f"| {name} | {k} | {len(draws)} | {mean('recipe', draws):.1f} | {mean('probe', draws):.1f} | "
-              f"{mean('mean', draws):.1f} | {mean('chosen', draws):.1f} | {mean('better rival', rival):.1f} | "
-              f"{diff('mean', 'recipe', draws):+.1f} | {diff('chosen', 'recipe', draws):+.1f} | "
-              f"{diff('mean', 'better rival', rival):+.1f} | {diff('chosen', 'better rival', rival):+.1f} | "
-              f"{', '.join(str(cell['chosen weight'][d]) for d in draws)} |")
+        print(f"| {name} | {k} | {len(draws)} | " + " | ".join(f"{mean(r, draws):.1f}" for r in rules)
+              + f" | {mean('better rival', rival):.1f} | " + " | ".join(f"{diff(r, 'recipe', draws):+.1f}" for r in rules[2:])
+              + " | " + " | ".join(f"{diff(r, 'better rival', rival):+.1f}" for r in rules[2:])
+              + f" | {', '.join(str(cell['chosen weight'][d]) for d in draws)} |")
     print()
     for rule, values in gaps.items():
         print(f"{rule} − each draw's better rival: {np.mean(values):+.2f} over {len(values)} draws")
