@@ -111,3 +111,40 @@ average = "macro"
     path = tmp_path / "tiny.toml"
     path.write_text(text)
     return path
+
+
+# -- a run that fails mid-training ---------------------------------------------------------------
+class Explodes:
+    """``[[callbacks]] use = "explodes"``: raises ``message`` at optimizer step ``step`` while armed
+    (the resume that follows runs with it disarmed: ``Explodes.armed = False``)."""
+
+    armed = True
+
+    def __init__(self, step: int, message: str):
+        self.step, self.message = step, message
+
+    def on_log(self, run, logs):
+        if run.global_step == self.step and Explodes.armed:
+            raise RuntimeError(self.message)
+
+
+def explodes(*, step: int, message: str = "the GPU caught fire"):
+    return Explodes(step, message)
+
+
+@pytest.fixture
+def exploding(stancerun_plugin, monkeypatch):
+    """The ``explodes`` callback registered through the kit's plugin door, armed; the registry."""
+    import types
+
+    import stancerun
+
+    plugin = types.ModuleType("exploding_plugin")
+
+    @stancerun.hookimpl
+    def stancerun_register_callbacks(register):
+        register("explodes", explodes)
+
+    plugin.stancerun_register_callbacks = stancerun_register_callbacks
+    monkeypatch.setattr(Explodes, "armed", True)
+    return stancerun_plugin(plugin, name="explodes")

@@ -5,41 +5,16 @@ naming the bad file, and with none intact says so (exit 2) without touching stat
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 
-from conftest import tiny_experiment
+from conftest import Explodes, tiny_experiment
 from stancerun.cli.main import main
-from stancerun.registry.discovery import build_registry, discover
-
-
-class Explodes:
-    """Fails the run at step 8, once armed: checkpoints at steps 3 and 6 are left behind."""
-
-    armed = True
-
-    def on_log(self, run, logs):
-        if run.global_step == 8 and Explodes.armed:
-            raise RuntimeError("the disk filled up")
 
 
 @pytest.fixture
-def failed_run(tmp_path, tiny_bert, stance_data, monkeypatch, capsys):
-    import stancerun
-    from stancerun.registry import discovery as plugins
-
-    plugin = types.ModuleType("exploding_plugin")
-
-    @stancerun.hookimpl
-    def stancerun_register_callbacks(register):
-        register("explodes", lambda: Explodes())
-
-    plugin.stancerun_register_callbacks = stancerun_register_callbacks
-    registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()] + [("explodes", plugin, "tests", "0")])
-    monkeypatch.setattr(plugins, "_registry", registry)
-    monkeypatch.setattr(Explodes, "armed", True)
-    extra = "[[callbacks]]\nuse = \"explodes\"\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
+def failed_run(tmp_path, tiny_bert, stance_data, exploding, capsys):
+    extra = "[[callbacks]]\nuse = \"explodes\"\nstep = 8\nmessage = \"the disk filled up\"\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
     path = tiny_experiment(tmp_path, tiny_bert, "lora", extra=extra)
     run = tmp_path / "run"
     assert main(["run", str(path), "--output-dir", str(run), "--set", "training.logging_steps=1",

@@ -4,46 +4,16 @@ the step and the traceback), interrupted, or finished; compare and resume read i
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 
-from conftest import tiny_experiment
+from conftest import Explodes, tiny_experiment
 from stancerun.cli.main import main
-from stancerun.registry.discovery import build_registry, discover
 
 
-class Explodes:
-    """Raises at one optimizer step, once armed (the resume runs with it disarmed)."""
-
-    armed = True
-
-    def on_log(self, run, logs):
-        if run.global_step == 5 and Explodes.armed:
-            raise RuntimeError("the GPU caught fire")
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    import stancerun
-    from stancerun.registry import discovery as plugins
-
-    plugin = types.ModuleType("exploding_plugin")
-
-    @stancerun.hookimpl
-    def stancerun_register_callbacks(register):
-        register("explodes", lambda: Explodes())
-
-    plugin.stancerun_register_callbacks = stancerun_register_callbacks
-    registry = build_registry([(ep.name, ep, d, v) for ep, d, v in discover()] + [("explodes", plugin, "tests", "0")])
-    monkeypatch.setattr(plugins, "_registry", registry)
-    monkeypatch.setattr(Explodes, "armed", True)
-    return registry
-
-
-def test_a_failed_run_says_so_and_resume_says_why_before_trying_again(tmp_path, tiny_bert, stance_data, registry,
+def test_a_failed_run_says_so_and_resume_says_why_before_trying_again(tmp_path, tiny_bert, stance_data, exploding,
                                                                       capsys):
-    extra = "[[callbacks]]\nuse = \"explodes\"\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
+    extra = "[[callbacks]]\nuse = \"explodes\"\nstep = 5\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
     path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
     run = tmp_path / "run"
     assert main(["run", str(path), "--output-dir", str(run), "--set", "training.logging_steps=1",
@@ -66,10 +36,10 @@ def test_a_failed_run_says_so_and_resume_says_why_before_trying_again(tmp_path, 
 
 
 def test_a_resume_stopped_during_set_up_keeps_the_step_its_run_had_reached(tmp_path, tiny_bert, stance_data,
-                                                                           registry):
+                                                                           exploding):
     from stancerun.engine import trainer
 
-    extra = "[[callbacks]]\nuse = \"explodes\"\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
+    extra = "[[callbacks]]\nuse = \"explodes\"\nstep = 5\n\n[evaluation]\nbootstrap_resamples = 0\nplots = false\nbaselines = []\n"
     path = tiny_experiment(tmp_path, tiny_bert, "full", extra=extra)
     run = tmp_path / "run"
     assert main(["run", str(path), "--output-dir", str(run), "--set", "training.num_train_epochs=1",
