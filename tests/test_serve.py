@@ -152,18 +152,26 @@ def test_a_failing_forward_pass_is_a_500_and_the_server_goes_on(run_dir):
 
 def wait_until_healthy(server: subprocess.Popen, base: str, timeout: float = 120) -> None:
     """Until a `stancerun serve` subprocess answers /health with 200 (its model loaded)."""
+    def alive() -> None:
+        assert server.poll() is None, server.stdout.read()[-3000:]
+
+    until_healthy(base, alive, timeout, pause=0.1)
+
+
+def until_healthy(base: str, alive, timeout: float, pause: float) -> None:
+    """Poll ``base``/health until it answers 200; ``alive()`` asserts the server is still there."""
     import httpx
 
     deadline = time.time() + timeout
     while True:
-        assert server.poll() is None, server.stdout.read()[-3000:]
+        alive()
         assert time.time() < deadline
         try:
             if httpx.get(f"{base}/health").status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(pause)
 
 
 def test_the_real_server_batches_a_burst_and_stops_on_sigterm(run_dir):

@@ -14,7 +14,7 @@ import pytest
 
 from stancerun.inference.predict import predict
 from stancerun.inference.serve import Limits, TorchPredictor, create_app
-from test_serve import TEXTS, client_for
+from test_serve import TEXTS, client_for, until_healthy
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,6 @@ def run_dir(served_run):
 @contextlib.contextmanager
 def live_server(app):
     """uvicorn on a free port of 127.0.0.1, in a thread; yields its base URL once /health is 200."""
-    import httpx
     import uvicorn
 
     from test_distributed import free_port
@@ -36,15 +35,10 @@ def live_server(app):
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            assert thread.is_alive() and time.time() < deadline
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        def alive() -> None:
+            assert thread.is_alive()
+
+        until_healthy(base, alive, 60, pause=0.05)
         yield base
     finally:
         server.should_exit = True
